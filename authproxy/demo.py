@@ -1,0 +1,118 @@
+"""`authproxy demo`: every sandbox plus a proxy configured against them.
+
+No Redis, no marketplace account: the memory store, sandbox tokens that
+expire in about a minute (so a refresh shows up in the log), and one
+ready-to-paste curl line per platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from authproxy.app import create_app
+from authproxy.logs import setup_logging
+from authproxy.sandbox.base import Sandbox
+from authproxy.settings import Settings
+
+log = logging.getLogger("authproxy.demo")
+DEMO_LIFETIME = 60.0
+
+
+@dataclass
+class DemoPlatform:
+    """One platform in the demo: its sandbox, its app config, its curl line."""
+
+    app: str
+    sandbox: Sandbox
+    config: Callable[[str], dict[str, Any]]  # sandbox base URL -> [apps.<app>] table
+    curl_path: str  # /<shop>/<path>, after /<app>
+    curl_options: str = ""
+
+
+def demo_platforms() -> list[DemoPlatform]:
+    from authproxy.sandbox.oauth2 import OAuth2Sandbox
+    from authproxy.sandbox.sellercenter import SellerCenterSandbox
+
+    oauth2 = OAuth2Sandbox("demo-client", "demo-client-secret", lifetime=DEMO_LIFETIME)
+    seed = oauth2.seed_refresh_token()
+    return [
+        DemoPlatform(
+            "zalora",
+            SellerCenterSandbox({"demo-app": "demo-app-secret"}, lifetime=DEMO_LIFETIME),
+            lambda url: {
+                "platform": "sellercenter",
+                "base_url": url,
+                "client_id": "demo-app",
+                "client_secret": "demo-app-secret",
+            },
+            "/demo-shop/v2/products?limit=10",
+        ),
+        DemoPlatform(
+            "crm",
+            oauth2,
+            lambda url: {
+                "platform": "oauth2",
+                "base_url": url,
+                "token_url": url + "/oauth/token",
+                "grant_type": "refresh_token",
+                "client_id": "demo-client",
+                "client_secret": "demo-client-secret",
+                "shops": {"acme": {"refresh_token": seed}},
+            },
+            "/acme/api/contacts",
+            "-X POST -H 'Content-Type: application/json' -d '{\"name\": \"Ada\"}' ",
+        ),
+    ]
+
+
+async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    assert server is not None and server.sockets  # type: ignore[attr-defined]
+    return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+
+async def run_demo(host: str, port: int, ready: Callable[[list[str]], None]) -> None:
+    platforms = demo_platforms()
+    runners = []
+    apps: dict[str, Any] = {}
+    for platform in platforms:
+        runner, sandbox_port = await _start(platform.sandbox.app(), "127.0.0.1", 0)
+        runners.append(runner)
+        apps[platform.app] = platform.config(f"http://127.0.0.1:{sandbox_port}")
+    settings = Settings(server={"host": host, "port": port, "store_url": "memory://"}, apps=apps)
+    runner, proxy_port = await _start(create_app(settings), host, port)
+    runners.append(runner)
+    lines = [f"curl -s {p.curl_options}'http://{host}:{proxy_port}/{p.app}{p.curl_path}'" for p in platforms]
+    ready(lines)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for each in reversed(runners):
+            await each.cleanup()
+
+
+def demo(host: str = "127.0.0.1", port: int = 8080) -> int:
+    setup_logging("auto", "info")
+
+    def show(lines: list[str]) -> None:
+        print("authproxy demo is running: sandboxes of every platform behind one proxy.", flush=True)
+        print("Sandbox tokens expire every minute: watch the log for refreshes.", flush=True)
+        print("Try (Ctrl-C to stop):", flush=True)
+        for line in lines:
+            print(f"  {line}", flush=True)
+
+    try:
+        asyncio.run(run_demo(host, port, show))
+    except KeyboardInterrupt:
+        pass
+    return 0

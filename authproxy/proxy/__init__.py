@@ -1,0 +1,1 @@
+"""The HTTP edge: routing and headers (pure), the handler (I/O, streaming)."""

@@ -1,0 +1,108 @@
+"""Routes `/<app>/<shop>/<upstream path>?<query>` (pure).
+
+The upstream path is validated, not rewritten: it is forwarded as the client
+encoded it, so a path that decodes to a traversal is refused rather than
+"fixed". The query is kept byte-for-byte but for the parameters a platform
+owns, which are dropped here and appended by the platform.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, unquote_plus
+
+from authproxy.errors import BadPath
+
+MAX_DECODE_ROUNDS = 3
+REDACTED = "***"
+#: query parameters whose values never reach a log line
+SECRET_PARAMS = frozenset(
+    {"access_token", "sign", "refresh_token", "app_secret", "client_secret", "code", "auth_code"}
+)
+SHOP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    app: str
+    shop: str
+    path: str  # upstream path, as the client encoded it, starting with "/"
+    query: str  # raw query string without "?"
+
+
+def parse_route(raw_target: str) -> Route:
+    """Split a raw request target into app, shop, upstream path and query."""
+    raw_path, _, query = raw_target.partition("?")
+    if not raw_path.startswith("/"):
+        raise BadPath("the path must start with /<app>/<shop>/")
+    _check_path(raw_path)
+    parts = raw_path.split("/", 3)
+    if len(parts) < 3 or not parts[1] or not parts[2]:
+        raise BadPath("the path must start with /<app>/<shop>/")
+    app, shop = unquote(parts[1]), unquote(parts[2])
+    if not SHOP_NAME.match(shop):
+        raise BadPath(f"the shop segment must match {SHOP_NAME.pattern}")
+    rest = "/" + parts[3] if len(parts) == 4 else "/"
+    return Route(app=app, shop=shop, path=rest, query=query)
+
+
+def _check_path(raw_path: str) -> None:
+    decoded = raw_path
+    for _ in range(MAX_DECODE_ROUNDS):
+        if "\\" in decoded or "\x00" in decoded:
+            raise BadPath("backslashes and NUL bytes are not allowed in the path")
+        if any(segment in (".", "..") for segment in decoded.split("/")):
+            raise BadPath("'.' and '..' segments are not allowed in the path")
+        once_more = unquote(decoded)
+        if once_more == decoded:
+            return
+        decoded = once_more
+    raise BadPath("the path is percent-encoded too many times")
+
+
+def join_url(base_url: str, path: str, query: str) -> str:
+    return base_url + path + ("?" + query if query else "")
+
+
+# -- query strings (raw, percent-encoded) --------------------------------------------------
+
+
+def _key(segment: str) -> str:
+    return unquote_plus(segment.partition("=")[0])
+
+
+def drop_params(query: str, names: Iterable[str]) -> str:
+    """The query without the named parameters; every other byte kept."""
+    owned = frozenset(names)
+    if not query or not owned:
+        return query
+    return "&".join(s for s in query.split("&") if s and _key(s) not in owned)
+
+
+def add_params(query: str, pairs: Iterable[tuple[str, str]]) -> str:
+    encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+    if not encoded:
+        return query
+    return f"{query}&{encoded}" if query else encoded
+
+
+def decoded_params(query: str) -> list[tuple[str, str]]:
+    """Every (key, value) of the query, decoded, in order."""
+    pairs = []
+    for segment in query.split("&"):
+        if segment:
+            key, _, value = segment.partition("=")
+            pairs.append((unquote_plus(key), unquote_plus(value)))
+    return pairs
+
+
+def redact_query(query: str, secrets: frozenset[str] = SECRET_PARAMS) -> str:
+    if not query:
+        return query
+    out = []
+    for segment in query.split("&"):
+        key = segment.partition("=")[0]
+        out.append(f"{key}={REDACTED}" if _key(segment).lower() in secrets else segment)
+    return "&".join(out)

@@ -1,0 +1,164 @@
+"""Shared fixtures: clocks, stores on every backend, sandboxes, proxies, log capture.
+
+Store backends: `memory`, `fakeredis` (with Lua) and `redis` (the real server
+at $AUTHPROXY_TEST_REDIS_URL, default redis://127.0.0.1:6379/15). Without a
+reachable server the real-Redis cases are skipped, unless
+AUTHPROXY_REQUIRE_REDIS=1 (CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from authproxy.app import create_app
+from authproxy.models import FakeClock
+from authproxy.settings import Settings
+from authproxy.store import TokenStore
+from authproxy.store.memory import MemoryStore
+from authproxy.store.redis import RedisStore
+
+REDIS_URL = os.environ.get("AUTHPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_REDIS = os.environ.get("AUTHPROXY_REQUIRE_REDIS") == "1"
+STORE_KINDS = ["memory", "fakeredis", "redis"]
+REDIS_KINDS = ["fakeredis", "redis"]
+
+
+def redis_available() -> bool:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping()
+    except redis.exceptions.RedisError:
+        return False
+    return True
+
+
+def need_real_redis() -> None:
+    if not redis_available():
+        if REQUIRE_REDIS:
+            pytest.fail(f"AUTHPROXY_REQUIRE_REDIS=1 but no Redis answers at {REDIS_URL}")
+        pytest.skip(f"no Redis at {REDIS_URL}")
+
+
+class StoreFactory:
+    """Makes stores of one kind that share data (as processes sharing Redis do)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.prefix = f"test-{secrets.token_hex(6)}"
+        self.server = fakeredis.FakeServer() if kind == "fakeredis" else None
+        self.memory = MemoryStore() if kind == "memory" else None
+        self.made: list[RedisStore] = []
+
+    def make(self) -> TokenStore:
+        if self.memory is not None:
+            return self.memory
+        if self.server is not None:
+            client: Any = fakeredis.FakeAsyncRedis(server=self.server)
+        else:
+            client = aioredis.Redis.from_url(REDIS_URL)
+        store = RedisStore(client, self.prefix)
+        self.made.append(store)
+        return store
+
+    async def close(self) -> None:
+        for store in self.made:
+            if self.kind == "redis":
+                async for key in store.client.scan_iter(match=f"{self.prefix}:*"):
+                    await store.client.delete(key)
+            await store.close()
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def stores(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    if request.param == "redis":
+        need_real_redis()
+    factory = StoreFactory(request.param)
+    yield factory
+    await factory.close()
+
+
+@pytest.fixture(params=REDIS_KINDS)
+async def redis_stores(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Only the shared (Redis-protocol) stores: for several app instances."""
+    if request.param == "redis":
+        need_real_redis()
+    factory = StoreFactory(request.param)
+    yield factory
+    await factory.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[web.Application], Any]]:
+    """Start an aiohttp app on a loopback port; returns its TestServer."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> TestServer:
+        server = TestServer(app)
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+@pytest.fixture
+async def proxy_client() -> AsyncIterator[Callable[..., Any]]:
+    """Build proxies (create_app) on given settings/store/clock; returns TestClients."""
+    clients: list[TestClient[Any, Any]] = []
+
+    async def build(settings: Settings, store: TokenStore, clock: Any = None) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings, clock=clock, store=store)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield build
+    for client in reversed(clients):
+        await client.close()
+
+
+class LogCapture(logging.Handler):
+    """Every formatted log line (message + fields) of the test, to search for secrets."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.getMessage()} {getattr(record, 'fields', '')} {record.exc_text or ''}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    capture = LogCapture()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    yield capture
+    root.removeHandler(capture)
+    root.setLevel(old_level)
+
+
+def settings_for(apps: dict[str, Any], **server: Any) -> Settings:
+    return Settings(server={"store_url": "memory://", **server}, apps=apps)
