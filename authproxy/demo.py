@@ -8,6 +8,7 @@ ready-to-paste curl line per platform.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,8 +112,6 @@ def demo(host: str = "127.0.0.1", port: int = 8080) -> int:
         for line in lines:
             print(f"  {line}", flush=True)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(host, port, show))
-    except KeyboardInterrupt:
-        pass
     return 0

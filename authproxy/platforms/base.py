@@ -46,6 +46,20 @@ class Platform(abc.ABC):
         """Whether the config names this shop (else it needs a stored token)."""
         return False
 
+    # -- seller authorization (authorize-url / authorize --code) --------------------------
+
+    def authorize_url(self, redirect: str | None, state: str, now: float) -> str:
+        """The link a seller opens to grant this app access to their shop."""
+        raise NotImplementedError(f"{self.name} has no seller consent link")
+
+    def code_request(self, shop: str, code: str, redirect: str | None, now: float) -> HttpRequest:
+        """The request that exchanges an authorization code for the shop's first token."""
+        raise NotImplementedError(f"{self.name} has no authorization-code exchange")
+
+    def parse_code_reply(self, shop: str, reply: HttpReply, now: float) -> dict[str, Token]:
+        """The token(s) a code exchange returned, by shop (one code may cover several)."""
+        return {shop: self.parse_token(shop, reply, None, now)}
+
     # -- API calls --------------------------------------------------------------------
 
     @abc.abstractmethod
