@@ -106,6 +106,11 @@ class TokenProvider:
         self._check_cooldown(key, record, now)
         return await self._refresh(key, platform, record.version if record else 0)
 
+    async def drain(self) -> None:
+        """Wait for every refresh in flight (shutdown; tests of background refresh)."""
+        while self._flights:
+            await asyncio.gather(*self._flights.values(), return_exceptions=True)
+
     def forget(self, key: TokenKey) -> None:
         self._cache.pop(key, None)
 
