@@ -79,7 +79,7 @@ class TokenProvider:
         self.metrics = metrics
         self._cache: dict[TokenKey, Cached] = {}
         self._flights: dict[TokenKey, asyncio.Task[Token]] = {}
-        self._reads: dict[TokenKey, asyncio.Future[TokenRecord | None]] = {}
+        self._reads: dict[TokenKey, asyncio.Task[TokenRecord | None]] = {}
 
     # -- public -------------------------------------------------------------------------
 
@@ -140,32 +140,29 @@ class TokenProvider:
         """Read the record. `shared` (the hot path only): concurrent readers of one
         key share one store read. The protocol's own reads must start after the
         event they follow (lock taken, rejection seen), so they never share."""
-        pending = self._reads.get(key) if shared else None
-        if pending is not None:
-            return await asyncio.shield(pending)
-        if not shared:
-            record = await self.store.get(key)
-            self._remember(key, record)
-            return record
-        pending = asyncio.get_running_loop().create_future()
-        self._reads[key] = pending
-        try:
-            record = await self.store.get(key)
-        except BaseException as exc:
-            pending.set_exception(exc)
-            pending.exception()  # retrieved here, so no "never retrieved" warning
-            raise
-        finally:
-            self._reads.pop(key, None)
-        pending.set_result(record)
-        self._remember(key, record)
+        read = self._reads.get(key) if shared else None
+        if read is None:
+            read = asyncio.create_task(self._read(key))
+            if shared:
+                self._reads[key] = read
+                read.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(read)
+
+    async def _read(self, key: TokenKey) -> TokenRecord | None:
+        started = asyncio.get_running_loop().time()
+        record = await self.store.get(key)
+        self._remember(key, record, read_started=started)
         return record
 
-    def _remember(self, key: TokenKey, record: TokenRecord | None) -> None:
+    def _remember(self, key: TokenKey, record: TokenRecord | None, read_started: float | None = None) -> None:
+        """Cache what was read or written, unless something newer was cached
+        while this read was under way (a slow read must not undo a refresh)."""
+        previous = self._cache.get(key)
+        if read_started is not None and previous is not None and previous.loaded_at > read_started:
+            return
         if record is None or record.token is None:
             self._cache.pop(key, None)
             return
-        previous = self._cache.get(key)
         if previous is not None and previous.record.token == record.token:
             refresh_at = previous.refresh_at  # keep this process's jitter for the same token
         else:

@@ -89,7 +89,7 @@ async def test_unknown_shop_when_shops_are_listed(gfg, proxy_client, clock):
 
 
 async def test_oversized_bodies_get_413(gfg, proxy_client, clock):
-    sandbox, app = gfg
+    _sandbox, app = gfg
     settings = settings_for({"gfg": app}, max_body=10_000, max_replay_body=1_000)
     client = await proxy_client(settings, _memory(), clock)
     reply = await client.post("/gfg/s1/v2/x", data=b"a" * 10_001)

@@ -19,7 +19,8 @@ async def _fire(urls: list[str], path: str, count: int) -> list[int]:
 
         async def one(i: int) -> int:
             async with session.get(urls[i % len(urls)] + path) as reply:
-                await reply.read()
+                body = await reply.read()
+                assert reply.status == 200, (reply.status, body[:500])
                 return reply.status
 
         return list(await asyncio.gather(*(one(i) for i in range(count))))
