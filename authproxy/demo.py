@@ -37,11 +37,14 @@ class DemoPlatform:
 
 
 def demo_platforms() -> list[DemoPlatform]:
+    from authproxy.sandbox.amazon import AmazonSandbox
     from authproxy.sandbox.oauth2 import OAuth2Sandbox
     from authproxy.sandbox.sellercenter import SellerCenterSandbox
 
     oauth2 = OAuth2Sandbox("demo-client", "demo-client-secret", lifetime=DEMO_LIFETIME)
     seed = oauth2.seed_refresh_token()
+    amazon = AmazonSandbox("amzn1.application-oa2-client.demo", "demo-lwa-secret", lifetime=DEMO_LIFETIME)
+    amazon_seed = amazon.seed_refresh_token()
     return [
         DemoPlatform(
             "zalora",
@@ -68,6 +71,19 @@ def demo_platforms() -> list[DemoPlatform]:
             },
             "/acme/api/contacts",
             "-X POST -H 'Content-Type: application/json' -d '{\"name\": \"Ada\"}' ",
+        ),
+        DemoPlatform(
+            "amazon",
+            amazon,
+            lambda url: {
+                "platform": "amazon",
+                "base_url": url,
+                "auth_url": url,
+                "client_id": "amzn1.application-oa2-client.demo",
+                "client_secret": "demo-lwa-secret",
+                "shops": {"demo-seller": {"refresh_token": amazon_seed}},
+            },
+            "/demo-seller/sellers/v1/marketplaceParticipations",
         ),
     ]
 
