@@ -27,7 +27,8 @@ def peak_rss(pid: int) -> int:
 @pytest.fixture
 async def upstream_process():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tests.sandbox_main", str(port)], cwd=ROOT)
+    command = [sys.executable, "-m", "authproxy.sandbox", "sellercenter", "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:
         for _ in range(200):  # readiness poll, bounded
