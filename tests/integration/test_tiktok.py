@@ -12,6 +12,7 @@ import pytest
 
 from authproxy.models import FakeClock, Token, TokenKey, TokenRecord
 from authproxy.sandbox.tiktok import TikTokSandbox
+from authproxy.settings import Settings
 from authproxy.store import ANY_VERSION, TokenStore
 from tests.conftest import settings_for
 
@@ -28,6 +29,8 @@ class Rig:
     client: Any
     store: TokenStore
     clock: FakeClock
+    settings: Settings
+    sandbox_url: str
 
     async def seed(
         self, shop: str = "shop1", access: str | None = None, expires_in: float = 3600, **extra: str
@@ -72,8 +75,9 @@ async def start(
         "app_secret": secret,
         "shops": {"shop1": {"shop_cipher": CIPHER}} if shops is None else shops,
     }
-    client = await proxy_client(settings_for({"tt": app}, **server), store, clock)
-    return Rig(sandbox, client, store, clock)
+    settings = settings_for({"tt": app}, **server)
+    client = await proxy_client(settings, store, clock)
+    return Rig(sandbox, client, store, clock, settings, base)
 
 
 def params(echo: dict[str, Any]) -> list[tuple[str, str]]:
