@@ -17,6 +17,7 @@ NO_SHOP_CIPHER. A shop without a known cipher keeps the client's as sent.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -150,6 +151,9 @@ class TikTok(Platform):
         data = _token_data(reply)
         expires = _absolute(data.get("access_token_expire_in"), now)
         refresh = data.get("refresh_token") or (current.refresh_token if current else None)
+        refresh_expires = _absolute(data.get("refresh_token_expire_in"), now)
+        if refresh_expires is None and current is not None and not data.get("refresh_token"):
+            refresh_expires = current.refresh_expires_at
         extra = dict(current.extra) if current else {}
         extra.update({key: str(data[key]) for key in KEPT_FIELDS if data.get(key)})
         return Token(
@@ -157,7 +161,7 @@ class TikTok(Platform):
             expires_at=expires,
             obtained_at=now,
             refresh_token=str(refresh) if refresh else None,
-            refresh_expires_at=_absolute(data.get("refresh_token_expire_in"), now),
+            refresh_expires_at=refresh_expires,
             extra=extra,
         )
 
@@ -193,14 +197,7 @@ class TikTok(Platform):
         query = add_params(query, pairs)
         signature = sign(self._secret(), unquote(request.path), decoded_params(query), signed_body(request))
         signed = with_header(request, TOKEN_HEADER, token.access_token)
-        return OutgoingRequest(
-            method=signed.method,
-            path=signed.path,
-            query=add_params(query, [("sign", signature)]),
-            headers=signed.headers,
-            body=signed.body,
-            streamed=signed.streamed,
-        )
+        return dataclasses.replace(signed, query=add_params(query, [("sign", signature)]))
 
     def needs_buffered_body(self, request: OutgoingRequest) -> bool:
         return request.content_type() != MULTIPART
@@ -214,7 +211,10 @@ class TikTok(Platform):
         return not (length and length.isdigit() and int(length) > INSPECT_LIMIT)
 
     def classify(self, reply: HttpReply) -> Verdict:
-        data = json_object(_decoded(reply))
+        body = _decoded(reply)
+        if b"105002" not in body and b"36009004" not in body:
+            return Verdict.OK  # most replies: no JSON parsing on the hot path
+        data = json_object(body)
         if data is None:
             return Verdict.OK
         code = _code(data.get("code"))

@@ -339,7 +339,14 @@ def test_parse_token_reads_absolute_expiry_stamps_and_keeps_the_returned_refresh
 
 def test_parse_token_keeps_the_old_refresh_token_when_none_is_returned() -> None:
     data = {"access_token": "at-2", "access_token_expire_in": int(NOW) + 60}
-    assert platform().parse_token("s", answer(data), token(), NOW).refresh_token == "rt-1"
+    old = Token("at-1", NOW, NOW - 60, refresh_token="rt-1", refresh_expires_at=NOW + 999)
+    new = platform().parse_token("s", answer(data), old, NOW)
+    assert (new.refresh_token, new.refresh_expires_at) == ("rt-1", NOW + 999)
+
+
+def test_parse_token_reads_a_small_expiry_as_a_duration() -> None:
+    data = {"access_token": "at-2", "access_token_expire_in": 604800, "refresh_token": "rt-2"}
+    assert platform().parse_token("s", answer(data), None, NOW).expires_at == NOW + 604800
 
 
 @pytest.mark.parametrize("code", [36004001, 36004005, 36004004])
