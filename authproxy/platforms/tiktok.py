@@ -187,15 +187,16 @@ class TikTok(Platform):
         return token.extra.get("shop_cipher") or None
 
     def apply_auth(self, shop: str, request: OutgoingRequest, token: Token, now: float) -> OutgoingRequest:
+        path = unquote(request.path)  # the path the server sees (and signs), decoded
         query = drop_params(request.query, self.owned_query)
         cipher = self.shop_cipher(shop, token)
         pairs = [("app_key", self.settings.app_key), ("timestamp", str(int(now)))]
         if cipher is not None:
             query = drop_params(query, {"shop_cipher"})
-            if takes_shop_cipher(request.method, request.path):
+            if takes_shop_cipher(request.method, path):
                 pairs.append(("shop_cipher", cipher))
         query = add_params(query, pairs)
-        signature = sign(self._secret(), unquote(request.path), decoded_params(query), signed_body(request))
+        signature = sign(self._secret(), path, decoded_params(query), signed_body(request))
         signed = with_header(request, TOKEN_HEADER, token.access_token)
         return dataclasses.replace(signed, query=add_params(query, [("sign", signature)]))
 

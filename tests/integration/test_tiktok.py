@@ -209,3 +209,12 @@ async def test_other_errors_pass_through_unretried(serve, proxy_client, stores, 
     assert "X-AuthProxy-Retried" not in reply.headers
     assert rig.sandbox.stats.token_calls == 0
     assert rig.sandbox.stats.rejected_api_calls == 1
+
+
+async def test_percent_encoded_path_is_signed_decoded(serve, proxy_client, stores, clock):
+    rig = await start(serve, proxy_client, stores.make(), clock)
+    await rig.seed()
+    reply = await rig.client.get("/tt/shop1/product/202309/products/sku%20one%2B?q=a%20b")
+    echo = await reply.json()
+    assert reply.status == 200, echo
+    assert echo["path"] == "/product/202309/products/sku one+"
