@@ -161,6 +161,8 @@ class TokenProvider:
             self._cache.pop(key, None)
             return
         previous = self._cache.get(key)
+        if previous is not None and previous.record.version > record.version:
+            return  # a read that started before a newer one ended after it: keep the newer
         if previous is not None and previous.record.token == record.token:
             refresh_at = previous.refresh_at  # keep this process's jitter for the same token
         else:
