@@ -14,6 +14,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
