@@ -218,3 +218,18 @@ async def test_percent_encoded_path_is_signed_decoded(serve, proxy_client, store
     echo = await reply.json()
     assert reply.status == 200, echo
     assert echo["path"] == "/product/202309/products/sku one+"
+
+
+async def test_demo_entry_answers_2xx(serve, proxy_client, stores):
+    from authproxy.demo import demo_platforms
+
+    entry = next(each for each in demo_platforms() if each.app == "tiktok")
+    upstream = await serve(entry.sandbox.app())
+    settings = settings_for({entry.app: entry.config(str(upstream.make_url("")).rstrip("/"))})
+    client = await proxy_client(settings, stores.make())
+    body = b'{"order_status": "UNPAID"}'
+    reply = await client.post(
+        f"/{entry.app}{entry.curl_path}", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert reply.status == 200, await reply.text()
+    assert "-d '" + body.decode() + "'" in entry.curl_options
