@@ -40,11 +40,16 @@ def demo_platforms() -> list[DemoPlatform]:
     from authproxy.sandbox.amazon import AmazonSandbox
     from authproxy.sandbox.oauth2 import OAuth2Sandbox
     from authproxy.sandbox.sellercenter import SellerCenterSandbox
+    from authproxy.sandbox.tiktok import TikTokSandbox
 
     oauth2 = OAuth2Sandbox("demo-client", "demo-client-secret", lifetime=DEMO_LIFETIME)
     seed = oauth2.seed_refresh_token()
     amazon = AmazonSandbox("amzn1.application-oa2-client.demo", "demo-lwa-secret", lifetime=DEMO_LIFETIME)
     amazon_seed = amazon.seed_refresh_token()
+    tiktok = TikTokSandbox(
+        "demo-app-key", "demo-app-secret", lifetime=DEMO_LIFETIME, shop_ciphers=("ROW_demo",)
+    )
+    tiktok_seed = tiktok.seed_refresh_token()
     return [
         DemoPlatform(
             "zalora",
@@ -84,6 +89,20 @@ def demo_platforms() -> list[DemoPlatform]:
                 "shops": {"demo-seller": {"refresh_token": amazon_seed}},
             },
             "/demo-seller/sellers/v1/marketplaceParticipations",
+        ),
+        DemoPlatform(
+            "tiktok",
+            tiktok,
+            lambda url: {
+                "platform": "tiktok",
+                "base_url": url,
+                "auth_url": url,
+                "app_key": "demo-app-key",
+                "app_secret": "demo-app-secret",
+                "shops": {"demo-shop": {"shop_cipher": "ROW_demo", "refresh_token": tiktok_seed}},
+            },
+            "/demo-shop/order/202309/orders/search?page_size=10",
+            "-X POST -H 'Content-Type: application/json' -d '{\"order_status\": \"UNPAID\"}' ",
         ),
     ]
 

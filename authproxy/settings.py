@@ -127,6 +127,8 @@ class ShopeeApp(AppBase):
 
 class TikTokShop(Strict):
     shop_cipher: str | None = None
+    #: seed for a shop authorized elsewhere; a stored (rotated) refresh token wins
+    refresh_token: SecretStr | None = None
 
 
 class TikTokApp(AppBase):
@@ -134,6 +136,8 @@ class TikTokApp(AppBase):
     app_key: str
     app_secret: SecretStr
     service_id: str | None = None
+    #: consent page; default ROW, US: https://services.tiktokshops.us/open/authorize
+    authorize_url: str | None = None
     shops: dict[str, TikTokShop] = {}
 
 

@@ -1,0 +1,279 @@
+"""TikTok Shop Partner API (versions 202309+), platforms.md §4.
+
+Every call carries the header `x-tts-access-token` and the query parameters
+`app_key`, `timestamp` (10-digit seconds) and `sign`, plus `shop_cipher` on
+shop-scoped endpoints. The sign is an HMAC-SHA256 over the path, the sorted
+query and the raw body bytes (§4.2), so the proxy signs exactly the bytes it
+forwards and never re-serializes JSON; a body too large to buffer cannot be
+signed (413). Tokens come from `auth_url` (`/api/v2/token/get` and
+`/api/v2/token/refresh`, GET with the app secret in the query, not signed);
+their expiry fields are absolute Unix timestamps.
+
+`shop_cipher` belongs to the proxy when it knows one for the shop (config
+`[apps.X.shops.Y] shop_cipher`, else the stored token's `extra["shop_cipher"]`):
+the client's is then replaced, and none is sent on the endpoints listed in
+NO_SHOP_CIPHER. A shop without a known cipher keeps the client's as sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import re
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlencode
+
+from authproxy.errors import ConfigError, RefreshError, RefreshRejected
+from authproxy.models import HttpReply, HttpRequest, OutgoingRequest, Token, Verdict
+from authproxy.platforms.base import Platform, with_header
+from authproxy.platforms.oauth_common import json_object
+from authproxy.proxy.routing import add_params, decoded_params, drop_params, redact_query
+from authproxy.settings import TikTokApp
+
+API_URL = "https://open-api.tiktokglobalshop.com"
+AUTH_URL = "https://auth.tiktok-shops.com"
+#: ROW consent page; US sellers use https://services.tiktokshops.us/open/authorize (`authorize_url`)
+AUTHORIZE_URL = "https://services.tiktokshop.com/open/authorize"
+TOKEN_HEADER = "x-tts-access-token"
+MULTIPART = "multipart/form-data"
+#: never signed (§4.2); `access_token` is the legacy query form of the token
+UNSIGNED = frozenset({"sign", "access_token"})
+
+#: Endpoints that refuse `shop_cipher` (36009004 "Unexpected identifier"): the
+#: EcomPHP SDK's strip list. (method or None for any, path prefix pattern)
+NO_SHOP_CIPHER: tuple[tuple[str | None, re.Pattern[str]], ...] = (
+    (None, re.compile(r"^/(authorization|seller)/\d{6}/")),
+    (None, re.compile(r"^/product/\d{6}/(global_products|files/upload|images/upload)")),
+    ("POST", re.compile(r"^/product/\d{6}/brands")),
+)
+
+#: 105002 "Expired credentials": refresh and replay once
+EXPIRED = 105002
+#: 36009004 is overloaded; only the access-token-header variant means a bad token
+OVERLOADED = 36009004
+TOKEN_HEADER_INVALID = re.compile(r"(x-tts-access-token|access_token)\W*\s*header\s+is\s+invalid", re.I)
+#: token-endpoint codes that mean the refresh token (or auth code) is dead for good
+#: (third-party, observed live: EcomPHP PR #15 and others; not in the published tables)
+DEAD_GRANT = {
+    36004001: "refresh token expired",  # "rt has expired"
+    36004005: "refresh token unknown",  # "can not find related auth record"
+    36004004: "authorization code invalid",  # token/get with a used or bad auth_code
+}
+#: non-secret token-answer fields kept in `Token.extra` (shown by `tokens show`)
+KEPT_FIELDS = ("open_id", "seller_name", "seller_base_region")
+#: a reply whose Content-Length is above this is never classified (handler reads <= 64 KiB)
+INSPECT_LIMIT = 64 * 1024
+#: an expiry field below this is a duration, not a Unix timestamp (defensive)
+ABSOLUTE_AFTER = 1_000_000_000
+
+
+def string_to_sign(secret: str, path: str, params: Iterable[tuple[str, str]], body: bytes | None) -> bytes:
+    """secret + path + sorted(key + value) + body + secret (§4.2), as bytes.
+
+    A key that repeats is signed once, with its first value (the official Go
+    sample's `queries.Get`). `body` is None when it must not be signed.
+    """
+    first: dict[str, str] = {}
+    for key, value in params:
+        if key not in UNSIGNED:
+            first.setdefault(key, value)
+    text = path + "".join(key + first[key] for key in sorted(first))
+    return secret.encode() + text.encode() + (body or b"") + secret.encode()
+
+
+def sign(secret: str, path: str, params: Iterable[tuple[str, str]], body: bytes | None) -> str:
+    """Lowercase hex HMAC-SHA256 of `string_to_sign`, keyed with the app secret."""
+    message = string_to_sign(secret, path, params, body)
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def takes_shop_cipher(method: str, path: str) -> bool:
+    """False on the endpoints that answer 36009004 when given a shop_cipher."""
+    return not any(
+        (only is None or only == method.upper()) and pattern.match(path) for only, pattern in NO_SHOP_CIPHER
+    )
+
+
+def signed_body(request: OutgoingRequest) -> bytes | None:
+    """The body bytes the sign covers: all of them, unless multipart (or absent)."""
+    if request.content_type() == MULTIPART or not request.body:
+        return None
+    return request.body
+
+
+@dataclass(frozen=True, repr=False)
+class TokenEndpointRequest(HttpRequest):
+    """A token-endpoint call: its URL carries app_secret and refresh_token/auth_code."""
+
+    def __repr__(self) -> str:
+        base, _, query = self.url.partition("?")
+        return f"TokenEndpointRequest(method={self.method!r}, url={base + '?' + redact_query(query)!r})"
+
+
+class TikTok(Platform):
+    name = "tiktok"
+    owned_query = frozenset({"app_key", "timestamp", "sign", "access_token"})
+    credential_headers = frozenset({TOKEN_HEADER, "access_token", "access-token"})
+
+    def __init__(self, settings: TikTokApp) -> None:
+        super().__init__(settings.base_url or API_URL)
+        self.settings = settings
+        self.auth_url = (settings.auth_url or AUTH_URL).rstrip("/")
+
+    def is_configured(self, shop: str) -> bool:
+        return shop in self.settings.shops
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def _token_url(self, path: str, fields: dict[str, str]) -> TokenEndpointRequest:
+        query = urlencode({"app_key": self.settings.app_key, "app_secret": self._secret(), **fields})
+        return TokenEndpointRequest("GET", f"{self.auth_url}{path}?{query}", {"Accept": "application/json"})
+
+    def _secret(self) -> str:
+        return self.settings.app_secret.get_secret_value()
+
+    def token_request(self, shop: str, current: Token | None, now: float) -> HttpRequest | None:
+        # A stored refresh token wins: a rotated one supersedes the configured seed.
+        refresh = current.refresh_token if current else None
+        if refresh is None and (seed := self.settings.shops.get(shop)) and seed.refresh_token:
+            refresh = seed.refresh_token.get_secret_value()
+        if not refresh:
+            return None
+        return self._token_url(
+            "/api/v2/token/refresh", {"refresh_token": refresh, "grant_type": "refresh_token"}
+        )
+
+    def parse_token(self, shop: str, reply: HttpReply, current: Token | None, now: float) -> Token:
+        data = _token_data(reply)
+        expires = _absolute(data.get("access_token_expire_in"), now)
+        refresh = data.get("refresh_token") or (current.refresh_token if current else None)
+        refresh_expires = _absolute(data.get("refresh_token_expire_in"), now)
+        if refresh_expires is None and current is not None and not data.get("refresh_token"):
+            refresh_expires = current.refresh_expires_at
+        extra = dict(current.extra) if current else {}
+        extra.update({key: str(data[key]) for key in KEPT_FIELDS if data.get(key)})
+        return Token(
+            access_token=str(data["access_token"]),
+            expires_at=expires,
+            obtained_at=now,
+            refresh_token=str(refresh) if refresh else None,
+            refresh_expires_at=refresh_expires,
+            extra=extra,
+        )
+
+    # -- seller authorization ----------------------------------------------------------------
+
+    def authorize_url(self, redirect: str | None, state: str, now: float) -> str:
+        """The consent link; TikTok redirects to the URL set in Partner Center (`redirect` unused)."""
+        if not self.settings.service_id:
+            raise ConfigError("tiktok: set service_id (Partner Center > App & Service) for the consent link")
+        base = self.settings.authorize_url or AUTHORIZE_URL
+        return f"{base}?service_id={quote(self.settings.service_id, safe='')}&state={quote(state, safe='')}"
+
+    def code_request(self, shop: str, code: str, redirect: str | None, now: float) -> HttpRequest:
+        return self._token_url("/api/v2/token/get", {"auth_code": code, "grant_type": "authorized_code"})
+
+    # -- API calls ----------------------------------------------------------------------------
+
+    def shop_cipher(self, shop: str, token: Token) -> str | None:
+        """The shop's cipher: the config's, else the one stored with the token."""
+        configured = self.settings.shops.get(shop)
+        if configured is not None and configured.shop_cipher:
+            return configured.shop_cipher
+        return token.extra.get("shop_cipher") or None
+
+    def apply_auth(self, shop: str, request: OutgoingRequest, token: Token, now: float) -> OutgoingRequest:
+        path = unquote(request.path)  # the path the server sees (and signs), decoded
+        query = drop_params(request.query, self.owned_query)
+        cipher = self.shop_cipher(shop, token)
+        pairs = [("app_key", self.settings.app_key), ("timestamp", str(int(now)))]
+        if cipher is not None:
+            query = drop_params(query, {"shop_cipher"})
+            if takes_shop_cipher(request.method, path):
+                pairs.append(("shop_cipher", cipher))
+        query = add_params(query, pairs)
+        signature = sign(self._secret(), path, decoded_params(query), signed_body(request))
+        signed = with_header(request, TOKEN_HEADER, token.access_token)
+        return dataclasses.replace(signed, query=add_params(query, [("sign", signature)]))
+
+    def needs_buffered_body(self, request: OutgoingRequest) -> bool:
+        return request.content_type() != MULTIPART
+
+    def should_inspect(self, status: int, headers: Mapping[str, str]) -> bool:
+        """JSON replies of any status: TikTok's HTTP status for 105002 is unknown."""
+        media = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            return False
+        length = headers.get("Content-Length")
+        return not (length and length.isdigit() and int(length) > INSPECT_LIMIT)
+
+    def classify(self, reply: HttpReply) -> Verdict:
+        body = _decoded(reply)
+        if b"105002" not in body and b"36009004" not in body:
+            return Verdict.OK  # most replies: no JSON parsing on the hot path
+        data = json_object(body)
+        if data is None:
+            return Verdict.OK
+        code = _code(data.get("code"))
+        if code == EXPIRED:
+            return Verdict.TOKEN_INVALID
+        if code == OVERLOADED and TOKEN_HEADER_INVALID.search(str(data.get("message", ""))):
+            return Verdict.TOKEN_INVALID
+        return Verdict.OK
+
+
+def _code(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _decoded(reply: HttpReply) -> bytes:
+    """The reply head, un-gzipped when needed (the proxy does not decompress)."""
+    encoding = (reply.headers.get("Content-Encoding") or "").strip().lower()
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return reply.body
+    wbits = 47 if encoding != "deflate" else zlib.MAX_WBITS  # 47: gzip or zlib header
+    try:
+        return zlib.decompressobj(wbits).decompress(reply.body, 4 * INSPECT_LIMIT)
+    except zlib.error:
+        return b""
+
+
+def _token_data(reply: HttpReply) -> dict[str, Any]:
+    """`data` of a successful token answer; RefreshRejected/RefreshError otherwise.
+
+    Only codes known to mean a dead grant are RefreshRejected (which marks the
+    shop for re-authorization and stops its traffic). Any other non-zero code
+    is RefreshError: retried with backoff while the access token lasts, since a
+    wrong "rejected" costs an outage and a wrong "failed" only a retried call.
+    """
+    body = json_object(reply.body)
+    if reply.status >= 500 or body is None:
+        raise RefreshError(f"token endpoint answered HTTP {reply.status}")
+    code = _code(body.get("code"))
+    if code in DEAD_GRANT:
+        raise RefreshRejected(f"token endpoint refused the grant: {DEAD_GRANT[code]} (code {code})")
+    data = body.get("data")
+    if code != 0 or not isinstance(data, dict) or not data.get("access_token"):
+        raise RefreshError(f"token endpoint error: code {code} (HTTP {reply.status})")
+    return data
+
+
+def _absolute(value: Any, now: float) -> float | None:
+    """An expiry field as a Unix time: TikTok sends absolute timestamps."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number >= ABSOLUTE_AFTER else now + number
