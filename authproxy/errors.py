@@ -15,7 +15,9 @@
         ├── StoreUnavailable        503 store_unavailable
         ├── UpstreamUnreachable     502 upstream_unreachable
         ├── UpstreamTimeout         504 upstream_timeout
-        └── UnauthorizedClient      401 unauthorized_client
+        ├── UnauthorizedClient      401 unauthorized_client
+        ├── BadState                400 bad_state (OAuth callback)
+        └── AuthorizationFailed     400 authorization_failed (OAuth callback)
 
 `RefreshRejected`/`RefreshError` are what the pure platform modules raise
 when parsing a token answer; the token provider turns them into
@@ -137,3 +139,19 @@ class UpstreamTimeout(ProxyError):
 class UnauthorizedClient(ProxyError):
     status, code, title = 401, "unauthorized_client", "Unauthorized client"
     action = "Send a valid X-AuthProxy-Key allowed for this app and shop ([clients] in config)."
+
+
+class BadState(ProxyError):
+    status, code, title = 400, "bad_state", "Bad OAuth state"
+    action = (
+        "The callback's state is missing, forged, for another app or expired. Create a new "
+        "link with `authproxy authorize-url APP` and have the seller open it within its validity."
+    )
+
+
+class AuthorizationFailed(ProxyError):
+    status, code, title = 400, "authorization_failed", "Authorization failed"
+    action = (
+        "The seller did not grant access, the redirect names no shop, or the platform refused "
+        "the code (used or expired). Create a new link with `authproxy authorize-url APP`."
+    )

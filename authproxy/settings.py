@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from authproxy.errors import ConfigError
 
 MiB = 1024 * 1024
+MIN_STATE_SECRET = 16
 APP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -47,6 +48,10 @@ class ServerSettings(Strict):
     backoff_max: float = Field(300.0, gt=0)
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: externally reachable base URL of this proxy: turns on the OAuth callback route
+    public_url: str | None = None
+    #: HMAC key of the callback's `state` (required with public_url)
+    state_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> ServerSettings:
@@ -54,6 +59,19 @@ class ServerSettings(Strict):
             raise ValueError("server.token_timeout must be shorter than server.lock_ttl")
         if self.max_replay_body > self.max_body:
             raise ValueError("server.max_replay_body must not exceed server.max_body")
+        return self
+
+    @model_validator(mode="after")
+    def _check_callback(self) -> ServerSettings:
+        if self.public_url is None:
+            return self
+        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", self.public_url):
+            raise ValueError("server.public_url must be an http(s) URL without query or fragment")
+        secret = self.state_secret.get_secret_value() if self.state_secret else ""
+        if len(secret) < MIN_STATE_SECRET:
+            raise ValueError(
+                f"server.public_url needs server.state_secret (at least {MIN_STATE_SECRET} characters)"
+            )
         return self
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -144,6 +145,10 @@ class Amazon(Platform):
         if not token.refresh_token:
             raise RefreshError("LWA answered the code exchange without a refresh token")
         return {shop: token}
+
+    def callback_params(self, query: Mapping[str, str]) -> tuple[str | None, str | None]:
+        """Amazon redirects with `spapi_oauth_code` and the seller's `selling_partner_id`."""
+        return query.get("selling_partner_id") or None, query.get("spapi_oauth_code") or None
 
     # -- API calls -------------------------------------------------------------------------
 

@@ -60,6 +60,15 @@ class Platform(abc.ABC):
         """The token(s) a code exchange returned, by shop (one code may cover several)."""
         return {shop: self.parse_token(shop, reply, None, now)}
 
+    def callback_params(self, query: Mapping[str, str]) -> tuple[str | None, str | None]:
+        """(shop, code) in the query of the platform's redirect to the OAuth callback.
+
+        Default, RFC 6749 §4.1.2: the code is `code`, absent when `error` is set,
+        and the redirect names no shop (the callback takes it from the state)."""
+        if query.get("error"):
+            return None, None
+        return None, query.get("code") or None
+
     # -- API calls --------------------------------------------------------------------
 
     @abc.abstractmethod

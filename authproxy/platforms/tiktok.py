@@ -177,6 +177,13 @@ class TikTok(Platform):
     def code_request(self, shop: str, code: str, redirect: str | None, now: float) -> HttpRequest:
         return self._token_url("/api/v2/token/get", {"auth_code": code, "grant_type": "authorized_code"})
 
+    def callback_params(self, query: Mapping[str, str]) -> tuple[str | None, str | None]:
+        """`code` (the literal "null" when the seller declined); the shop comes from the state."""
+        code = query.get("code")
+        if query.get("error") or code in (None, "", "null"):
+            return None, None
+        return None, code
+
     # -- API calls ----------------------------------------------------------------------------
 
     def shop_cipher(self, shop: str, token: Token) -> str | None:
