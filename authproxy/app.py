@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from authproxy.authorize import CALLBACK_PATH
+from authproxy.callback import oauth_callback
 from authproxy.clients import ClientGate
 from authproxy.errors import StoreUnavailable
 from authproxy.limiter import Limiter
@@ -66,6 +68,8 @@ def create_app(
     app.router.add_get("/_authproxy/healthz", healthz)
     app.router.add_get("/_authproxy/readyz", readyz)
     app.router.add_get("/_authproxy/metrics", metrics_page)
+    if settings.server.public_url is not None:  # the OAuth callback: off unless reachable
+        app.router.add_get(CALLBACK_PATH, oauth_callback)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
 

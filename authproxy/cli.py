@@ -42,11 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     tokens = commands.add_parser("tokens", help="inspect and manage stored tokens", parents=[common])
     actions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="every stored shop token, secrets masked", parents=[common])
+    listing = actions.add_parser("list", help="every stored shop token, secrets masked", parents=[common])
+    listing.add_argument("--json", action="store_true", help="machine-readable (still masked)")
     for name, text in (("show", "one shop's token, secrets masked"), ("delete", "forget a token")):
         action = actions.add_parser(name, help=text, parents=[common])
         action.add_argument("app")
         action.add_argument("shop")
+        if name == "show":
+            action.add_argument("--json", action="store_true", help="machine-readable (still masked)")
     setter = actions.add_parser(
         "set", help="store a token obtained elsewhere ('-' reads stdin)", parents=[common]
     )
@@ -63,7 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="non-secret data kept with the token (e.g. shop_cipher=...)",
     )
+    _add_authorize(commands, common)
     return parser
+
+
+def _add_authorize(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    link = commands.add_parser(
+        "authorize-url", help="print the link a seller opens to authorize an app", parents=[common]
+    )
+    link.add_argument("app")
+    link.add_argument("--redirect", metavar="URL", help="where the platform sends the seller back")
+    link.add_argument("--state", help="the state to carry (default: random, or signed for the callback)")
+    link.add_argument("--shop", help="the shop the OAuth callback stores the token under")
+    code = commands.add_parser(
+        "authorize", help="exchange an authorization code and store the token(s)", parents=[common]
+    )
+    code.add_argument("app")
+    code.add_argument("shop")
+    code.add_argument("--code", required=True, help="the code from the redirect ('-' reads stdin)")
+    code.add_argument("--redirect", metavar="URL", help="the redirect URL the consent link used")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +109,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         "check-config": _check_config,
         "tokens": _tokens,
         "demo": _demo,
+        "authorize-url": _authorize_url,
+        "authorize": _authorize,
     }
     return handlers[args.command](args)
 
@@ -130,6 +155,18 @@ def _tokens(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     action = getattr(admin, f"{args.action}_command")
     return int(asyncio.run(action(settings, args)))
+
+
+def _authorize_url(args: argparse.Namespace) -> int:
+    from authproxy import admin
+
+    return admin.authorize_url_command(settings_from(args), args)
+
+
+def _authorize(args: argparse.Namespace) -> int:
+    from authproxy import admin
+
+    return int(asyncio.run(admin.authorize_command(settings_from(args), args)))
 
 
 def read_secret(value: str | None) -> str | None:
