@@ -1,0 +1,290 @@
+"""`authproxy authorize-url` and `authproxy authorize` as users run them: a subprocess on a
+shared Redis, against the Amazon and TikTok sandboxes served by the test process; then
+the proxy (on the same Redis) uses what was stored without another token call."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from authproxy.authorize import STATE_LIFETIME, verify_state
+from authproxy.models import TokenKey, TokenRecord, TokenStatus
+from authproxy.sandbox.amazon import AmazonSandbox
+from authproxy.sandbox.tiktok import TikTokSandbox
+from authproxy.settings import Settings
+from authproxy.store import ANY_VERSION
+from tests.conftest import shared_store
+from tests.procs import ROOT, to_toml
+
+AMZ_ID, AMZ_SECRET = "amzn1.application-oa2-client.cli", "amzn1.oa2-cs.v1.cli-secret-never-shown"
+APPLICATION_ID = "amzn1.sp.solution.cli-test"
+TT_KEY, TT_SECRET, CIPHER = "tt-key", "tt-secret-never-shown", "ROW_cli1"
+REDIRECT = "https://app.example/amazon/callback"
+STATE_SECRET = "cli-state-secret-0123456789"
+ORDERS = "/orders/v0/orders?MarketplaceIds=ATVPDKIKX0DER"
+TT_ORDERS = "/order/202309/orders"
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+async def cli(*args: str, config: Path, stdin: str = "") -> Done:
+    """The CLI in its own process; awaited, so the sandboxes in this loop keep answering."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "authproxy",
+        *args,
+        "--config",
+        str(config),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
+    assert process.returncode is not None
+    return Done(process.returncode, out.decode(), err.decode())
+
+
+@dataclass
+class Rig:
+    amazon: AmazonSandbox
+    tiktok: TikTokSandbox
+    apps: dict[str, Any]
+    server: dict[str, Any]
+    config: Path
+    store: Any
+
+    def settings(self) -> Settings:
+        return Settings(server={"store_url": "memory://"}, apps=self.apps)
+
+    async def record(self, app: str, shop: str) -> TokenRecord:
+        found = await self.store.get(TokenKey(app, shop))
+        assert found is not None
+        return found
+
+
+async def rig_for(serve: Any, shared_redis: Any, tmp_path: Path, **server: Any) -> Rig:
+    amazon, tiktok = AmazonSandbox(AMZ_ID, AMZ_SECRET), TikTokSandbox(TT_KEY, TT_SECRET)
+    amz_url = str((await serve(amazon.app())).make_url("")).rstrip("/")
+    tt_url = str((await serve(tiktok.app())).make_url("")).rstrip("/")
+    apps = {
+        "amz": {
+            "platform": "amazon",
+            "base_url": amz_url,
+            "auth_url": amz_url,
+            "client_id": AMZ_ID,
+            "client_secret": AMZ_SECRET,
+            "application_id": APPLICATION_ID,
+        },
+        "tt": {
+            "platform": "tiktok",
+            "base_url": tt_url,
+            "auth_url": tt_url,
+            "app_key": TT_KEY,
+            "app_secret": TT_SECRET,
+            "service_id": "7001",
+            "shops": {"cli1": {"shop_cipher": CIPHER}},
+        },
+        "crm": {
+            "platform": "oauth2",
+            "base_url": "https://api.example",
+            "token_url": "https://api.example/t",
+            "client_id": "c",
+        },
+    }
+    server = {"store_url": shared_redis.url, "key_prefix": shared_redis.prefix, **server}
+    config = tmp_path / "authproxy.toml"
+    config.write_text(to_toml({"server": server, "apps": apps}))
+    return Rig(amazon, tiktok, apps, server, config, shared_store(shared_redis))
+
+
+@pytest.fixture
+async def rig(serve, shared_redis, tmp_path):
+    made = await rig_for(serve, shared_redis, tmp_path)
+    yield made
+    await made.store.close()
+
+
+def query_of(link: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(link).query)
+
+
+def printed(done: Done, label: str) -> str:
+    """The value of a `label: value` line the CLI printed."""
+    return next(line.split(":", 1)[1].strip() for line in done.stdout.splitlines() if line.startswith(label))
+
+
+# -- authorize-url ---------------------------------------------------------------------------
+
+
+async def test_amazon_link_carries_application_id_state_and_redirect(rig):
+    done = await cli("authorize-url", "amz", "--redirect", REDIRECT, "--state", "check-me", config=rig.config)
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.splitlines()[0]
+    assert link.startswith("https://sellercentral.amazon.com/apps/authorize/consent?")
+    assert query_of(link) == {
+        "application_id": [APPLICATION_ID],
+        "state": ["check-me"],
+        "redirect_uri": [REDIRECT],
+    }
+    assert printed(done, "state") == "check-me" and printed(done, "redirect") == REDIRECT
+
+
+async def test_a_random_state_is_printed_and_differs_each_time(rig):
+    first, second = [await cli("authorize-url", "tt", config=rig.config) for _ in range(2)]
+    states = []
+    for done in (first, second):
+        assert done.returncode == 0, done.stderr
+        link = done.stdout.splitlines()[0]
+        assert link.startswith("https://services.tiktokshop.com/open/authorize?")
+        assert query_of(link)["service_id"] == ["7001"]
+        states.append(printed(done, "state"))
+        assert query_of(link)["state"] == [states[-1]] and len(states[-1]) >= 20
+    assert states[0] != states[1]
+
+
+async def test_platforms_without_a_consent_link_exit_2(rig):
+    done = await cli("authorize-url", "crm", config=rig.config)
+    assert done.returncode == 2
+    assert "oauth2 has no seller consent link" in done.stderr and "Traceback" not in done.output
+    unknown = await cli("authorize-url", "nope", config=rig.config)
+    assert unknown.returncode == 2 and "no app named 'nope'" in unknown.stderr
+
+
+async def test_with_public_url_the_link_returns_to_the_callback_with_a_signed_state(
+    serve, shared_redis, tmp_path
+):
+    public = {"public_url": "https://proxy.example", "state_secret": STATE_SECRET}
+    rig = await rig_for(serve, shared_redis, tmp_path, **public)
+    try:
+        done = await cli("authorize-url", "amz", "--shop", "seller-eu", config=rig.config)
+        assert done.returncode == 0, done.stderr
+        callback = "https://proxy.example/_authproxy/oauth/amz/callback"
+        link = done.stdout.splitlines()[0]
+        assert query_of(link)["redirect_uri"] == [callback] and printed(done, "redirect") == callback
+        state = query_of(link)["state"][0]
+        assert printed(done, "state") == state
+        claims = verify_state(STATE_SECRET, state, "amz", rig.amazon.clock.now())
+        assert claims.shop == "seller-eu"
+        assert claims.expires_at - rig.amazon.clock.now() == pytest.approx(STATE_LIFETIME, abs=60)
+        assert "valid until" in done.stdout and STATE_SECRET not in done.output
+        # a state of one's own cannot be checked by the callback
+        own = await cli("authorize-url", "amz", "--state", "mine", config=rig.config)
+        assert own.returncode == 2 and "--state" in own.stderr
+        # with --redirect the operator's own page gets the code: a plain state again
+        mine = await cli("authorize-url", "amz", "--redirect", REDIRECT, "--state", "mine", config=rig.config)
+        assert mine.returncode == 0 and query_of(mine.stdout.splitlines()[0])["state"] == ["mine"]
+    finally:
+        await rig.store.close()
+
+
+async def test_shop_needs_the_callback(rig):
+    done = await cli("authorize-url", "amz", "--shop", "s1", config=rig.config)
+    assert done.returncode == 2 and "public_url" in done.stderr
+
+
+# -- authorize --code ----------------------------------------------------------------------------
+
+
+async def test_amazon_code_is_exchanged_stored_and_used_by_the_proxy(rig, proxy_client):
+    code = rig.amazon.issue_code(REDIRECT)
+    done = await cli(
+        "authorize", "amz", "newseller", "--code", code, "--redirect", REDIRECT, config=rig.config
+    )
+    assert done.returncode == 0, done.stderr
+    assert rig.amazon.token_requests[-1]["grant_type"] == "authorization_code"
+    assert rig.amazon.token_requests[-1]["redirect_uri"] == REDIRECT
+    record = await rig.record("amz", "newseller")
+    token = record.token
+    assert token is not None and token.refresh_token is not None
+    assert record.status is TokenStatus.OK and record.last_refresh == token.obtained_at
+    assert "authorized 1 shop(s) of amz" in done.stdout and "amz/newseller" in done.stdout
+    assert (
+        f"****{token.access_token[-4:]}" in done.stdout and f"****{token.refresh_token[-4:]}" in done.stdout
+    )
+    for secret in (token.access_token, token.refresh_token, AMZ_SECRET, code):
+        assert secret not in done.output
+    client = await proxy_client(rig.settings(), rig.store)
+    reply = await client.get("/amz/newseller" + ORDERS)
+    assert reply.status == 200, await reply.text()
+    assert (await reply.json())["headers"]["x-amz-access-token"] == token.access_token
+    assert rig.amazon.stats.token_calls == 1  # the exchange only: the proxy used the stored token
+
+
+async def test_tiktok_code_from_stdin_is_exchanged_and_used_by_the_proxy(rig, proxy_client):
+    code = rig.tiktok.issue_auth_code()
+    done = await cli("authorize", "tt", "cli1", "--code", "-", config=rig.config, stdin=code + "\n")
+    assert done.returncode == 0, done.stderr
+    token = (await rig.record("tt", "cli1")).token
+    assert token is not None and token.refresh_token in rig.tiktok.book.refresh
+    assert "seller_name: Sandbox Seller" in done.stdout
+    for secret in (token.access_token, token.refresh_token, TT_SECRET, code):
+        assert secret not in done.output
+    client = await proxy_client(rig.settings(), rig.store)
+    reply = await client.get("/tt/cli1" + TT_ORDERS)
+    echo = await reply.json()
+    assert reply.status == 200, echo
+    assert echo["headers"]["x-tts-access-token"] == token.access_token and CIPHER in echo["query"]
+    assert rig.tiktok.stats.token_calls == 1
+
+
+async def test_authorizing_again_replaces_a_needs_reauthorization_mark(rig, proxy_client):
+    key = TokenKey("amz", "lost")
+    marked = TokenRecord(token=None, status=TokenStatus.NEEDS_REAUTHORIZATION, last_error="invalid_grant")
+    await rig.store.put(key, marked, expected_version=ANY_VERSION)
+    client = await proxy_client(rig.settings(), rig.store)
+    refused = await client.get("/amz/lost" + ORDERS)
+    assert (refused.status, refused.headers["X-AuthProxy-Error"]) == (401, "needs_reauthorization")
+    done = await cli("authorize", "amz", "lost", "--code", rig.amazon.issue_code(), config=rig.config)
+    assert done.returncode == 0, done.stderr
+    record = await rig.record("amz", "lost")
+    assert record.status is TokenStatus.OK and not record.last_error and record.version == 2
+    reply = await client.get("/amz/lost" + ORDERS)
+    assert reply.status == 200, await reply.text()
+
+
+@pytest.mark.parametrize("platform", ["amz", "tt"])
+async def test_a_used_code_is_a_clear_error_without_secrets(rig, platform):
+    code = rig.amazon.issue_code() if platform == "amz" else rig.tiktok.issue_auth_code()
+    first = await cli("authorize", platform, "s1", "--code", code, config=rig.config)
+    assert first.returncode == 0, first.stderr
+    stored = await rig.record(platform, "s1")
+    again = await cli("authorize", platform, "s1", "--code", code, config=rig.config)
+    assert again.returncode == 1
+    assert "the platform refused the code" in again.stderr and "Traceback" not in again.output
+    for secret in (code, AMZ_SECRET, TT_SECRET):
+        assert secret not in again.output
+    assert await rig.record(platform, "s1") == stored  # the stored token is untouched
+
+
+async def test_a_failing_token_endpoint_is_a_clear_error(rig):
+    rig.amazon.knobs.token_status = 503
+    done = await cli("authorize", "amz", "s1", "--code", rig.amazon.issue_code(), config=rig.config)
+    assert done.returncode == 1 and "the code exchange failed" in done.stderr
+    assert await rig.store.get(TokenKey("amz", "s1")) is None
+
+
+async def test_platforms_without_a_code_exchange_and_bad_arguments_exit_2(rig):
+    done = await cli("authorize", "crm", "s1", "--code", "abc", config=rig.config)
+    assert done.returncode == 2 and "has no authorization-code exchange" in done.stderr
+    empty = await cli("authorize", "amz", "s1", "--code", "-", config=rig.config, stdin="\n")
+    assert empty.returncode == 2 and "give the authorization code" in empty.stderr
+    bad_shop = await cli("authorize", "amz", "../x", "--code", "abc", config=rig.config)
+    assert bad_shop.returncode == 2 and "shop name must match" in bad_shop.stderr
+    assert rig.amazon.stats.token_calls == 0
