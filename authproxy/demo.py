@@ -141,11 +141,11 @@ def demo(host: str = "127.0.0.1", port: int = 8080) -> int:
     setup_logging("auto", "info")
 
     def show(lines: list[str]) -> None:
-        print("authproxy demo is running: sandboxes of every platform behind one proxy.", flush=True)
-        print("Sandbox tokens expire every minute: watch the log for refreshes.", flush=True)
-        print("Try (Ctrl-C to stop):", flush=True)
+        print("authproxy demo: a sandbox of every platform behind one proxy (memory store).", flush=True)
+        print("Paste any of these (sandbox tokens expire every minute: watch the log refresh them):")
         for line in lines:
-            print(f"  {line}", flush=True)
+            print(f"  {line}")
+        print("Request log follows. Ctrl-C to stop.", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(host, port, show))

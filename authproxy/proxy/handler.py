@@ -230,11 +230,13 @@ async def _stream_back(request: web.Request, upstream: Upstream, exchange: Excha
         async for chunk in response.content.iter_chunked(CHUNK):
             await out.write(chunk)
         await out.write_eof()
-    except (aiohttp.ClientError, TimeoutError, ConnectionResetError) as exc:
-        log.warning("stream %s broke off: %s", exchange.request_id, type(exc).__name__)
-        exchange.error = "stream_aborted"
+    except ConnectionResetError:  # the client went away: nothing is wrong upstream
+        exchange.error = "client_gone"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("upstream stream of %s broke off: %s", exchange.request_id, type(exc).__name__)
+        exchange.error = "upstream_aborted"
         if request.transport is not None:
-            request.transport.close()
+            request.transport.close()  # a truncated body must not look complete
     finally:
         response.release()
     return out
