@@ -39,9 +39,12 @@ class DemoPlatform:
 def demo_platforms() -> list[DemoPlatform]:
     from authproxy.sandbox.oauth2 import OAuth2Sandbox
     from authproxy.sandbox.sellercenter import SellerCenterSandbox
+    from authproxy.sandbox.shopee import ShopeeSandbox
 
     oauth2 = OAuth2Sandbox("demo-client", "demo-client-secret", lifetime=DEMO_LIFETIME)
     seed = oauth2.seed_refresh_token()
+    shopee = ShopeeSandbox(2001887, "demo-partner-key", lifetime=DEMO_LIFETIME)
+    shopee_seed = shopee.mint("1000001")["refresh_token"]
     return [
         DemoPlatform(
             "zalora",
@@ -68,6 +71,18 @@ def demo_platforms() -> list[DemoPlatform]:
             },
             "/acme/api/contacts",
             "-X POST -H 'Content-Type: application/json' -d '{\"name\": \"Ada\"}' ",
+        ),
+        DemoPlatform(
+            "shopee",
+            shopee,
+            lambda url: {
+                "platform": "shopee",
+                "base_url": url,
+                "partner_id": 2001887,
+                "partner_key": "demo-partner-key",
+                "shops": {"1000001": {"refresh_token": shopee_seed}},
+            },
+            "/1000001/api/v2/shop/get_shop_info",
         ),
     ]
 
