@@ -66,6 +66,8 @@ class ShopeeSandbox(Sandbox):
         self.main_accounts: dict[int, tuple[list[int], list[int]]] = {}
         self.consenting = "shop_id:1000001"  # who "clicks Authorize" on the consent page
         self.denied_paths: set[str] = set()  # API paths answered with error_permission
+        self.invalid_token_status = 403  # HTTP status of invalid_acceess_token (UNVERIFIED)
+        self.token_requests: list[dict[str, Any]] = []  # {"path", "query", "body"} as received
 
     def add_routes(self, app: web.Application) -> None:
         p = self.prefix
@@ -125,6 +127,9 @@ class ShopeeSandbox(Sandbox):
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         data = json_body(await request.read())
+        self.token_requests.append(
+            {"path": request.rel_url.raw_path, "query": request.rel_url.raw_query_string, "body": data}
+        )
         if not isinstance(data, dict) or data.get("partner_id") != self.partner_id:
             raise Refusal(400, "error_param", "error params")
         return data
@@ -233,7 +238,7 @@ class ShopeeSandbox(Sandbox):
     def _check_token(self, token: str, account: str) -> None:
         state = self.book.access_state(token)
         if state != "ok" or account not in self.owners.get(token, frozenset()):
-            raise Refusal(403, "invalid_acceess_token", "Invalid access_token.")
+            raise Refusal(self.invalid_token_status, "invalid_acceess_token", "Invalid access_token.")
 
 
 def _request_id() -> str:
