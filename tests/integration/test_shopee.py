@@ -59,7 +59,10 @@ async def test_post_json_body_is_forwarded_untouched(serve, proxy_client, stores
     assert params(body["query"])["shop_id"] == [SHOP] and "merchant_id" not in params(body["query"])
 
 
-async def test_expired_token_is_refreshed_with_the_exact_request(serve, proxy_client, stores, clock):
+async def test_expired_token_is_refreshed_with_the_exact_request(
+    serve, proxy_client, stores, clock, logs, monkeypatch
+):
+    monkeypatch.setattr(logging.getLogger("aiohttp.access"), "disabled", True)  # the sandbox's log
     rig = await make_rig(serve, proxy_client, stores, clock)
     old = await rig.seed()
     clock.advance(14400 + 1)
@@ -86,6 +89,10 @@ async def test_expired_token_is_refreshed_with_the_exact_request(serve, proxy_cl
     assert new.refresh_token not in (None, old.refresh_token)  # rotated and stored
     assert new.refresh_expires_at == clock.now() + 30 * 86400
     assert params(body["query"])["access_token"] == [new.access_token]
+    text = logs.text()
+    assert "refreshed token" in text
+    for secret in (KEY, old.access_token, old.refresh_token, new.access_token, new.refresh_token):
+        assert secret and secret not in text
 
 
 @pytest.mark.parametrize("status", [403, 200])  # the error's HTTP status is UNVERIFIED: both readings
