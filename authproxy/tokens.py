@@ -140,8 +140,6 @@ class TokenProvider:
             self._cache.pop(key, None)
             return
         previous = self._cache.get(key)
-        if previous is not None and record.version < previous.record.version:
-            return  # a read that raced a newer one: never step the cache back to an older token
         if previous is not None and previous.record.token == record.token:
             refresh_at = previous.refresh_at  # keep this process's jitter for the same token
         else:
