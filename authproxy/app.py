@@ -57,6 +57,7 @@ def create_app(
             ),
         )
         yield
+        await tokens.drain()  # a refresh in flight may hold a rotated token: let it land
         await session.close()
         if own_store:
             await token_store.close()

@@ -37,6 +37,7 @@ class DemoPlatform:
 
 
 def demo_platforms() -> list[DemoPlatform]:
+    from authproxy.sandbox.amazon import AmazonSandbox
     from authproxy.sandbox.oauth2 import OAuth2Sandbox
     from authproxy.sandbox.sellercenter import SellerCenterSandbox
     from authproxy.sandbox.shopee import ShopeeSandbox
@@ -45,6 +46,8 @@ def demo_platforms() -> list[DemoPlatform]:
     seed = oauth2.seed_refresh_token()
     shopee = ShopeeSandbox(2001887, "demo-partner-key", lifetime=DEMO_LIFETIME)
     shopee_seed = shopee.mint("1000001")["refresh_token"]
+    amazon = AmazonSandbox("amzn1.application-oa2-client.demo", "demo-lwa-secret", lifetime=DEMO_LIFETIME)
+    amazon_seed = amazon.seed_refresh_token()
     return [
         DemoPlatform(
             "zalora",
@@ -83,6 +86,19 @@ def demo_platforms() -> list[DemoPlatform]:
                 "shops": {"1000001": {"refresh_token": shopee_seed}},
             },
             "/1000001/api/v2/shop/get_shop_info",
+        ),
+        DemoPlatform(
+            "amazon",
+            amazon,
+            lambda url: {
+                "platform": "amazon",
+                "base_url": url,
+                "auth_url": url,
+                "client_id": "amzn1.application-oa2-client.demo",
+                "client_secret": "demo-lwa-secret",
+                "shops": {"demo-seller": {"refresh_token": amazon_seed}},
+            },
+            "/demo-seller/sellers/v1/marketplaceParticipations",
         ),
     ]
 

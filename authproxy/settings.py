@@ -163,7 +163,10 @@ class AmazonApp(AppBase):
     client_secret: SecretStr
     region: Literal["na", "eu", "fe"] = "na"
     sandbox: bool = False
-    application_id: str | None = None
+    application_id: str | None = None  # amzn1.sp.solution.…: for the seller consent link
+    seller_central_url: str | None = None  # consent host; default per region
+    draft: bool = False  # app not yet published: consent links carry version=beta
+    user_agent: str = "authproxy/0.1 (Language=Python)"  # sent when the client sends none
     shops: dict[str, AmazonShop] = {}
 
 

@@ -79,6 +79,7 @@ class TokenProvider:
         self.metrics = metrics
         self._cache: dict[TokenKey, Cached] = {}
         self._flights: dict[TokenKey, asyncio.Task[Token]] = {}
+        self._reads: dict[TokenKey, asyncio.Task[TokenRecord | None]] = {}
 
     # -- public -------------------------------------------------------------------------
 
@@ -90,7 +91,7 @@ class TokenProvider:
             token = cached.record.token
             assert token is not None
             return token
-        record = await self._load(key)
+        record = await self._load(key, shared=True)
         return await self._decide(key, platform, record, now)
 
     async def after_rejection(self, key: TokenKey, platform: Platform, sent: Token) -> Token:
@@ -104,6 +105,11 @@ class TokenProvider:
             raise NeedsReauthorization(self._reauth_detail(key, record))
         self._check_cooldown(key, record, now)
         return await self._refresh(key, platform, record.version if record else 0)
+
+    async def drain(self) -> None:
+        """Wait for every refresh in flight (shutdown; tests of background refresh)."""
+        while self._flights:
+            await asyncio.gather(*self._flights.values(), return_exceptions=True)
 
     def forget(self, key: TokenKey) -> None:
         self._cache.pop(key, None)
@@ -130,16 +136,33 @@ class TokenProvider:
             and token.is_valid(now)
         )
 
-    async def _load(self, key: TokenKey) -> TokenRecord | None:
+    async def _load(self, key: TokenKey, *, shared: bool = False) -> TokenRecord | None:
+        """Read the record. `shared` (the hot path only): concurrent readers of one
+        key share one store read. The protocol's own reads must start after the
+        event they follow (lock taken, rejection seen), so they never share."""
+        read = self._reads.get(key) if shared else None
+        if read is None:
+            read = asyncio.create_task(self._read(key))
+            if shared:
+                self._reads[key] = read
+                read.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(read)
+
+    async def _read(self, key: TokenKey) -> TokenRecord | None:
+        started = asyncio.get_running_loop().time()
         record = await self.store.get(key)
-        self._remember(key, record)
+        self._remember(key, record, read_started=started)
         return record
 
-    def _remember(self, key: TokenKey, record: TokenRecord | None) -> None:
+    def _remember(self, key: TokenKey, record: TokenRecord | None, read_started: float | None = None) -> None:
+        """Cache what was read or written, unless something newer was cached
+        while this read was under way (a slow read must not undo a refresh)."""
+        previous = self._cache.get(key)
+        if read_started is not None and previous is not None and previous.loaded_at > read_started:
+            return
         if record is None or record.token is None:
             self._cache.pop(key, None)
             return
-        previous = self._cache.get(key)
         if previous is not None and previous.record.token == record.token:
             refresh_at = previous.refresh_at  # keep this process's jitter for the same token
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from authproxy.platforms.amazon import Amazon
 from authproxy.platforms.base import Platform
 from authproxy.platforms.oauth2 import OAuth2
 from authproxy.platforms.sellercenter import SellerCenter
@@ -18,6 +19,7 @@ REGISTRY: dict[str, Callable[[Any], Platform]] = {
     "sellercenter": SellerCenter,
     "oauth2": OAuth2,
     "shopee": Shopee,
+    "amazon": Amazon,
 }
 
 

@@ -71,14 +71,16 @@ class StreamedBody:
     too_large: bool = field(default=False)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        self.sent = len(self.prefix)
-        yield self.prefix
+        yield self._counted(self.prefix)
         async for chunk in self.source.iter_chunked(CHUNK):
-            self.sent += len(chunk)
-            if self.sent > self.limit:
-                self.too_large = True
-                raise BodyTooLarge(f"the request body exceeds {self.limit} bytes")
-            yield chunk
+            yield self._counted(chunk)
+
+    def _counted(self, chunk: bytes) -> bytes:
+        self.sent += len(chunk)
+        if self.sent > self.limit:
+            self.too_large = True
+            raise BodyTooLarge(f"the request body exceeds {self.limit} bytes (server.max_body)")
+        return chunk
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
@@ -93,6 +95,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         response = await _handle(request, state, exchange)
     except ProxyError as exc:
         exchange.error = exc.code
+        log.debug("%s: %s", exc.code, exc.detail)
         response = _problem(exc, exchange)
     exchange.status = response.status
     state.metrics.request(exchange.app or "-", response.status)
@@ -113,7 +116,10 @@ async def _handle(request: web.Request, state: State, exchange: Exchange) -> web
         method=request.method,
         path=route.path,
         query=drop_params(route.query, platform.owned_query),
-        headers=request_headers(request.headers.items(), platform.credential_headers),
+        headers=(
+            *request_headers(request.headers.items(), platform.credential_headers),
+            ("X-Request-Id", exchange.request_id),  # so the upstream's logs can be matched up
+        ),
         body=body if isinstance(body, bytes) else None,
         streamed=isinstance(body, StreamedBody),
     )
@@ -248,6 +254,8 @@ async def _read_body(request: web.Request, state: State) -> bytes | StreamedBody
         if not chunk:
             return bytes(buffered)
         buffered += chunk
+    if len(buffered) > cap:
+        raise BodyTooLarge(f"the request body exceeds {cap} bytes (server.max_body)")
     return StreamedBody(bytes(buffered), request.content, cap, length)
 
 

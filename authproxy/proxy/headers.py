@@ -22,7 +22,7 @@ CLIENT_KEY_HEADER = "x-authproxy-key"
 #: inbound credentials: never forwarded, whatever the platform
 INBOUND_CREDENTIALS = frozenset({"authorization", "cookie", CLIENT_KEY_HEADER})
 #: set by the proxy or the HTTP client library, not copied from the client
-REQUEST_MANAGED = frozenset({"host", "content-length", "expect"})
+REQUEST_MANAGED = frozenset({"host", "content-length", "expect", "x-request-id"})
 
 Headers = Iterable[tuple[str, str]]
 
