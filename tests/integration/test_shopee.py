@@ -229,3 +229,11 @@ async def test_public_api_is_signed_without_token(serve, proxy_client, stores, c
     body = await reply.json()
     assert reply.status == 200, body
     assert set(params(body["query"])) == {"page_size", "partner_id", "timestamp", "sign"}
+
+
+async def test_large_download_streams_through(serve, proxy_client, stores, clock):
+    rig = await make_rig(serve, proxy_client, stores, clock)
+    await rig.seed()
+    reply = await rig.client.get(f"/{APP}/{SHOP}/api/v2/media_space/stream?bytes=300000")
+    assert reply.status == 200
+    assert len(await reply.read()) == 300000
