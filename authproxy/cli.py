@@ -12,33 +12,44 @@ from authproxy.settings import Settings, config_path, load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --config is accepted before or after any (sub)command: `authproxy tokens list --config F`
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML configuration (default: $AUTHPROXY_CONFIG)",
+    )
     parser = argparse.ArgumentParser(
-        prog="authproxy", description="Reverse proxy that injects marketplace authentication."
+        prog="authproxy",
+        parents=[common],
+        description="Reverse proxy that injects marketplace authentication.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the proxy")
-    _config_option(serve)
+    serve = commands.add_parser("serve", help="run the proxy", parents=[common])
     serve.add_argument("--host", help="address to listen on (default: server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
     serve.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
 
-    check = commands.add_parser("check-config", help="validate the configuration and exit")
-    _config_option(check)
+    commands.add_parser("check-config", help="validate the configuration and exit", parents=[common])
 
-    demo = commands.add_parser("demo", help="sandboxes of every platform + the proxy, no accounts")
+    demo = commands.add_parser(
+        "demo", help="sandboxes of every platform + the proxy, no accounts", parents=[common]
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080, help="proxy port (0: any free port)")
 
-    tokens = commands.add_parser("tokens", help="inspect and manage stored tokens")
-    _config_option(tokens)
+    tokens = commands.add_parser("tokens", help="inspect and manage stored tokens", parents=[common])
     actions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="every stored shop token, secrets masked")
+    actions.add_parser("list", help="every stored shop token, secrets masked", parents=[common])
     for name, text in (("show", "one shop's token, secrets masked"), ("delete", "forget a token")):
-        action = actions.add_parser(name, help=text)
+        action = actions.add_parser(name, help=text, parents=[common])
         action.add_argument("app")
         action.add_argument("shop")
-    setter = actions.add_parser("set", help="store a token obtained elsewhere ('-' reads stdin)")
+    setter = actions.add_parser(
+        "set", help="store a token obtained elsewhere ('-' reads stdin)", parents=[common]
+    )
     setter.add_argument("app")
     setter.add_argument("shop")
     setter.add_argument("--access-token")
@@ -53,10 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="non-secret data kept with the token (e.g. shop_cipher=...)",
     )
     return parser
-
-
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration (default: $AUTHPROXY_CONFIG)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,7 +96,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    path = config_path(args.config)
+    path = config_path(getattr(args, "config", None))
     print(f"{path or 'environment'}: OK, {len(settings.apps)} app(s)")
     for name, app in settings.apps.items():
         print(f"  {name}: {app.platform}, {len(app.shops)} configured shop(s)")

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from authproxy.proxy.headers import request_headers, response_headers
+
+
+def test_request_headers_drop_hop_by_hop_credentials_and_connection_named():
+    incoming = [
+        ("Connection", "keep-alive, X-Private"),
+        ("X-Private", "1"),
+        ("Keep-Alive", "5"),
+        ("TE", "trailers"),
+        ("Transfer-Encoding", "chunked"),
+        ("Upgrade", "h2c"),
+        ("Host", "proxy"),
+        ("Content-Length", "3"),
+        ("Authorization", "Bearer client"),
+        ("Cookie", "a=b"),
+        ("X-AuthProxy-Key", "k"),
+        ("Shoptet-Access-Token", "t"),
+        ("Accept", "application/json"),
+        ("X-Thing", "kept"),
+    ]
+    out = request_headers(incoming, frozenset({"shoptet-access-token"}))
+    assert out == (("Accept", "application/json"), ("X-Thing", "kept"))
+
+
+def test_response_headers_drop_hop_by_hop():
+    upstream = [
+        ("Connection", "close, X-Hop"),
+        ("X-Hop", "1"),
+        ("Transfer-Encoding", "chunked"),
+        ("Content-Encoding", "gzip"),
+        ("Set-Cookie", "a=b"),
+        ("Location", "https://x/y"),
+    ]
+    assert response_headers(upstream) == [
+        ("Content-Encoding", "gzip"),
+        ("Set-Cookie", "a=b"),
+        ("Location", "https://x/y"),
+    ]
