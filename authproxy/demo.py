@@ -40,10 +40,13 @@ def demo_platforms() -> list[DemoPlatform]:
     from authproxy.sandbox.amazon import AmazonSandbox
     from authproxy.sandbox.oauth2 import OAuth2Sandbox
     from authproxy.sandbox.sellercenter import SellerCenterSandbox
+    from authproxy.sandbox.shopee import ShopeeSandbox
     from authproxy.sandbox.tiktok import TikTokSandbox
 
     oauth2 = OAuth2Sandbox("demo-client", "demo-client-secret", lifetime=DEMO_LIFETIME)
     seed = oauth2.seed_refresh_token()
+    shopee = ShopeeSandbox(2001887, "demo-partner-key", lifetime=DEMO_LIFETIME)
+    shopee_seed = shopee.mint("1000001")["refresh_token"]
     amazon = AmazonSandbox("amzn1.application-oa2-client.demo", "demo-lwa-secret", lifetime=DEMO_LIFETIME)
     amazon_seed = amazon.seed_refresh_token()
     tiktok = TikTokSandbox(
@@ -76,6 +79,18 @@ def demo_platforms() -> list[DemoPlatform]:
             },
             "/acme/api/contacts",
             "-X POST -H 'Content-Type: application/json' -d '{\"name\": \"Ada\"}' ",
+        ),
+        DemoPlatform(
+            "shopee",
+            shopee,
+            lambda url: {
+                "platform": "shopee",
+                "base_url": url,
+                "partner_id": 2001887,
+                "partner_key": "demo-partner-key",
+                "shops": {"1000001": {"refresh_token": shopee_seed}},
+            },
+            "/1000001/api/v2/shop/get_shop_info",
         ),
         DemoPlatform(
             "amazon",
