@@ -132,19 +132,21 @@ async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRun
     return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
 
-async def run_demo(host: str, port: int, ready: Callable[[list[str]], None]) -> None:
+async def run_demo(host: str, port: int, ready: Callable[[list[str], dict[str, str]], None]) -> None:
     platforms = demo_platforms()
     runners = []
     apps: dict[str, Any] = {}
+    sandboxes: dict[str, str] = {}
     for platform in platforms:
         runner, sandbox_port = await _start(platform.sandbox.app(), "127.0.0.1", 0)
         runners.append(runner)
-        apps[platform.app] = platform.config(f"http://127.0.0.1:{sandbox_port}")
+        sandboxes[platform.app] = f"http://127.0.0.1:{sandbox_port}"
+        apps[platform.app] = platform.config(sandboxes[platform.app])
     settings = Settings(server={"host": host, "port": port, "store_url": "memory://"}, apps=apps)
     runner, proxy_port = await _start(create_app(settings), host, port)
     runners.append(runner)
     lines = [f"curl -s {p.curl_options}'http://{host}:{proxy_port}/{p.app}{p.curl_path}'" for p in platforms]
-    ready(lines)
+    ready(lines, sandboxes)
     try:
         await asyncio.Event().wait()
     finally:
@@ -155,11 +157,13 @@ async def run_demo(host: str, port: int, ready: Callable[[list[str]], None]) -> 
 def demo(host: str = "127.0.0.1", port: int = 8080) -> int:
     setup_logging("auto", "info")
 
-    def show(lines: list[str]) -> None:
+    def show(lines: list[str], sandboxes: dict[str, str]) -> None:
         print("authproxy demo: a sandbox of every platform behind one proxy (memory store).", flush=True)
         print("Paste any of these (sandbox tokens expire every minute: watch the log refresh them):")
         for line in lines:
             print(f"  {line}")
+        print("Sandboxes (revoke all their tokens: curl -X POST <sandbox>/_sandbox/expire):")
+        print("  " + "  ".join(f"{app}={url}" for app, url in sandboxes.items()))
         print("Request log follows. Ctrl-C to stop.", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
