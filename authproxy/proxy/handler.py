@@ -23,7 +23,8 @@ from authproxy.errors import (
 from authproxy.models import HttpReply, OutgoingRequest, Token, TokenKey, Verdict
 from authproxy.platforms import Platform
 from authproxy.proxy.headers import request_headers, response_headers
-from authproxy.proxy.routing import drop_params, join_url, parse_route, redact_query
+from authproxy.proxy.routing import drop_params, join_url, parse_route
+from authproxy.redact import redact_query
 from authproxy.state import STATE, State
 from authproxy.tokens import refreshed_here
 
