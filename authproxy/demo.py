@@ -40,10 +40,13 @@ def demo_platforms() -> list[DemoPlatform]:
     from authproxy.sandbox.amazon import AmazonSandbox
     from authproxy.sandbox.oauth2 import OAuth2Sandbox
     from authproxy.sandbox.sellercenter import SellerCenterSandbox
+    from authproxy.sandbox.shopee import ShopeeSandbox
     from authproxy.sandbox.tiktok import TikTokSandbox
 
     oauth2 = OAuth2Sandbox("demo-client", "demo-client-secret", lifetime=DEMO_LIFETIME)
     seed = oauth2.seed_refresh_token()
+    shopee = ShopeeSandbox(2001887, "demo-partner-key", lifetime=DEMO_LIFETIME)
+    shopee_seed = shopee.mint("1000001")["refresh_token"]
     amazon = AmazonSandbox("amzn1.application-oa2-client.demo", "demo-lwa-secret", lifetime=DEMO_LIFETIME)
     amazon_seed = amazon.seed_refresh_token()
     tiktok = TikTokSandbox(
@@ -76,6 +79,18 @@ def demo_platforms() -> list[DemoPlatform]:
             },
             "/acme/api/contacts",
             "-X POST -H 'Content-Type: application/json' -d '{\"name\": \"Ada\"}' ",
+        ),
+        DemoPlatform(
+            "shopee",
+            shopee,
+            lambda url: {
+                "platform": "shopee",
+                "base_url": url,
+                "partner_id": 2001887,
+                "partner_key": "demo-partner-key",
+                "shops": {"1000001": {"refresh_token": shopee_seed}},
+            },
+            "/1000001/api/v2/shop/get_shop_info",
         ),
         DemoPlatform(
             "amazon",
@@ -117,19 +132,21 @@ async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRun
     return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
 
-async def run_demo(host: str, port: int, ready: Callable[[list[str]], None]) -> None:
+async def run_demo(host: str, port: int, ready: Callable[[list[str], dict[str, str]], None]) -> None:
     platforms = demo_platforms()
     runners = []
     apps: dict[str, Any] = {}
+    sandboxes: dict[str, str] = {}
     for platform in platforms:
         runner, sandbox_port = await _start(platform.sandbox.app(), "127.0.0.1", 0)
         runners.append(runner)
-        apps[platform.app] = platform.config(f"http://127.0.0.1:{sandbox_port}")
+        sandboxes[platform.app] = f"http://127.0.0.1:{sandbox_port}"
+        apps[platform.app] = platform.config(sandboxes[platform.app])
     settings = Settings(server={"host": host, "port": port, "store_url": "memory://"}, apps=apps)
     runner, proxy_port = await _start(create_app(settings), host, port)
     runners.append(runner)
     lines = [f"curl -s {p.curl_options}'http://{host}:{proxy_port}/{p.app}{p.curl_path}'" for p in platforms]
-    ready(lines)
+    ready(lines, sandboxes)
     try:
         await asyncio.Event().wait()
     finally:
@@ -140,12 +157,14 @@ async def run_demo(host: str, port: int, ready: Callable[[list[str]], None]) -> 
 def demo(host: str = "127.0.0.1", port: int = 8080) -> int:
     setup_logging("auto", "info")
 
-    def show(lines: list[str]) -> None:
-        print("authproxy demo is running: sandboxes of every platform behind one proxy.", flush=True)
-        print("Sandbox tokens expire every minute: watch the log for refreshes.", flush=True)
-        print("Try (Ctrl-C to stop):", flush=True)
+    def show(lines: list[str], sandboxes: dict[str, str]) -> None:
+        print("authproxy demo: a sandbox of every platform behind one proxy (memory store).", flush=True)
+        print("Paste any of these (sandbox tokens expire every minute: watch the log refresh them):")
         for line in lines:
-            print(f"  {line}", flush=True)
+            print(f"  {line}")
+        print("Sandboxes (revoke all their tokens: curl -X POST <sandbox>/_sandbox/expire):")
+        print("  " + "  ".join(f"{app}={url}" for app, url in sandboxes.items()))
+        print("Request log follows. Ctrl-C to stop.", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(host, port, show))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-PROBLEM_TYPE = "https://github.com/authproxy/authproxy#error-"
+PROBLEM_TYPE = "urn:authproxy:error:"
 
 
 class ConfigError(Exception):
@@ -57,7 +57,7 @@ class ProxyError(Exception):
 
     def problem(self, *, app: str | None, shop: str | None, request_id: str) -> dict[str, object]:
         body: dict[str, object] = {
-            "type": PROBLEM_TYPE + self.code.replace("_", "-"),
+            "type": PROBLEM_TYPE + self.code,
             "title": self.title,
             "status": self.status,
             "detail": self.detail,

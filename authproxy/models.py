@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from authproxy.redact import redact_url
+
 
 def mask(secret: str | None) -> str:
     """Everything but the last 4 characters hidden (all of it when short)."""
@@ -110,12 +112,15 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class HttpRequest:
-    """A request to a platform's token endpoint (full URL)."""
+    """A request to a platform's token endpoint (full URL; some carry secrets in the query)."""
 
     method: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     body: bytes | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return f"HttpRequest(method={self.method!r}, url={redact_url(self.url)!r})"
 
 
 @dataclass(frozen=True)

@@ -135,12 +135,28 @@ class OAuth2App(AppBase):
 # ---- marketplaces (issue 3 fills in their modules) --------------------------------------
 
 
+SHOPEE_SHOP = re.compile(r"^(?:merchant:)?[1-9][0-9]{0,19}$")
+
+
+class ShopeeShop(Strict):
+    #: a first refresh token (single use: once the store holds a rotated one, this is dead)
+    refresh_token: SecretStr | None = None
+
+
 class ShopeeApp(AppBase):
     platform: Literal["shopee"]
-    partner_id: int
+    partner_id: int = Field(gt=0)
     partner_key: SecretStr
     region: Literal["global", "china", "brazil", "sandbox", "sandbox_china"] = "global"
-    shops: dict[str, Strict] = {}
+    redirect_url: str | None = None  # where the seller lands after consent (authorize-url)
+    shops: dict[str, ShopeeShop] = {}
+
+    @model_validator(mode="after")
+    def _check_shops(self) -> ShopeeApp:
+        for name in self.shops:
+            if not SHOPEE_SHOP.match(name):
+                raise ValueError(f"shop {name!r}: a Shopee shop is a shop_id or merchant:<merchant_id>")
+        return self
 
 
 class TikTokShop(Strict):

@@ -12,12 +12,14 @@ from authproxy.platforms.amazon import Amazon
 from authproxy.platforms.base import Platform
 from authproxy.platforms.oauth2 import OAuth2
 from authproxy.platforms.sellercenter import SellerCenter
+from authproxy.platforms.shopee import Shopee
 from authproxy.platforms.tiktok import TikTok
 from authproxy.settings import AppSettings
 
 REGISTRY: dict[str, Callable[[Any], Platform]] = {
     "sellercenter": SellerCenter,
     "oauth2": OAuth2,
+    "shopee": Shopee,
     "amazon": Amazon,
     "tiktok": TikTok,
 }

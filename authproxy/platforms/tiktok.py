@@ -23,7 +23,6 @@ import hmac
 import re
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
@@ -31,7 +30,7 @@ from authproxy.errors import ConfigError, RefreshError, RefreshRejected
 from authproxy.models import HttpReply, HttpRequest, OutgoingRequest, Token, Verdict
 from authproxy.platforms.base import Platform, with_header
 from authproxy.platforms.oauth_common import json_object
-from authproxy.proxy.routing import add_params, decoded_params, drop_params, redact_query
+from authproxy.proxy.routing import add_params, decoded_params, drop_params
 from authproxy.settings import TikTokApp
 
 API_URL = "https://open-api.tiktokglobalshop.com"
@@ -105,15 +104,6 @@ def signed_body(request: OutgoingRequest) -> bytes | None:
     return request.body
 
 
-@dataclass(frozen=True, repr=False)
-class TokenEndpointRequest(HttpRequest):
-    """A token-endpoint call: its URL carries app_secret and refresh_token/auth_code."""
-
-    def __repr__(self) -> str:
-        base, _, query = self.url.partition("?")
-        return f"TokenEndpointRequest(method={self.method!r}, url={base + '?' + redact_query(query)!r})"
-
-
 class TikTok(Platform):
     name = "tiktok"
     owned_query = frozenset({"app_key", "timestamp", "sign", "access_token"})
@@ -129,9 +119,9 @@ class TikTok(Platform):
 
     # -- tokens ---------------------------------------------------------------------------
 
-    def _token_url(self, path: str, fields: dict[str, str]) -> TokenEndpointRequest:
+    def _token_url(self, path: str, fields: dict[str, str]) -> HttpRequest:
         query = urlencode({"app_key": self.settings.app_key, "app_secret": self._secret(), **fields})
-        return TokenEndpointRequest("GET", f"{self.auth_url}{path}?{query}", {"Accept": "application/json"})
+        return HttpRequest("GET", f"{self.auth_url}{path}?{query}", {"Accept": "application/json"})
 
     def _secret(self) -> str:
         return self.settings.app_secret.get_secret_value()

@@ -23,7 +23,8 @@ from authproxy.errors import (
 from authproxy.models import HttpReply, OutgoingRequest, Token, TokenKey, Verdict
 from authproxy.platforms import Platform
 from authproxy.proxy.headers import request_headers, response_headers
-from authproxy.proxy.routing import drop_params, join_url, parse_route, redact_query
+from authproxy.proxy.routing import drop_params, join_url, parse_route
+from authproxy.redact import redact_query
 from authproxy.state import STATE, State
 from authproxy.tokens import refreshed_here
 
@@ -230,11 +231,13 @@ async def _stream_back(request: web.Request, upstream: Upstream, exchange: Excha
         async for chunk in response.content.iter_chunked(CHUNK):
             await out.write(chunk)
         await out.write_eof()
-    except (aiohttp.ClientError, TimeoutError, ConnectionResetError) as exc:
-        log.warning("stream %s broke off: %s", exchange.request_id, type(exc).__name__)
-        exchange.error = "stream_aborted"
+    except ConnectionResetError:  # the client went away: nothing is wrong upstream
+        exchange.error = "client_gone"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("upstream stream of %s broke off: %s", exchange.request_id, type(exc).__name__)
+        exchange.error = "upstream_aborted"
         if request.transport is not None:
-            request.transport.close()
+            request.transport.close()  # a truncated body must not look complete
     finally:
         response.release()
     return out

@@ -16,11 +16,6 @@ from urllib.parse import quote, unquote, unquote_plus
 from authproxy.errors import BadPath
 
 MAX_DECODE_ROUNDS = 3
-REDACTED = "***"
-#: query parameters whose values never reach a log line
-SECRET_PARAMS = frozenset(
-    {"access_token", "sign", "refresh_token", "app_secret", "client_secret", "code", "auth_code"}
-)
 SHOP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 
 
@@ -96,13 +91,3 @@ def decoded_params(query: str) -> list[tuple[str, str]]:
             key, _, value = segment.partition("=")
             pairs.append((unquote_plus(key), unquote_plus(value)))
     return pairs
-
-
-def redact_query(query: str, secrets: frozenset[str] = SECRET_PARAMS) -> str:
-    if not query:
-        return query
-    out = []
-    for segment in query.split("&"):
-        key = segment.partition("=")[0]
-        out.append(f"{key}={REDACTED}" if _key(segment).lower() in secrets else segment)
-    return "&".join(out)

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authproxy.errors import BadPath
-from authproxy.proxy.routing import add_params, decoded_params, drop_params, parse_route, redact_query
+from authproxy.proxy.routing import add_params, decoded_params, drop_params, parse_route
+from authproxy.redact import redact_query
 
 
 def test_route_parts():
@@ -92,3 +93,16 @@ def test_add_params_and_decode_roundtrip():
 
 def test_redact_query():
     assert redact_query("a=1&access_token=xyz&sign=abc&Sign=q") == "a=1&access_token=***&sign=***&Sign=***"
+
+
+def test_reprs_carry_no_secret():
+    from authproxy.models import HttpRequest, Token, TokenRecord
+
+    request = HttpRequest(
+        "GET", "https://auth/t?app_key=k&app_secret=S3CRET&refresh_token=R3FRESH", {"A": "B"}
+    )
+    token = Token(access_token="ACC3SS", expires_at=1.0, obtained_at=0.0, refresh_token="R3FRESH")
+    text = repr(request) + repr(token) + repr(TokenRecord(token=token))
+    for secret in ("S3CRET", "R3FRESH", "ACC3SS"):
+        assert secret not in text
+    assert "app_key=k" in repr(request)

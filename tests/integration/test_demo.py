@@ -1,0 +1,41 @@
+"""`authproxy demo` as a newcomer runs it: every curl line it prints answers 2xx."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.procs import ROOT
+
+
+def test_every_printed_curl_line_answers_2xx():
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "authproxy", "demo", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        assert demo.stdout is not None
+        for line in demo.stdout:  # the banner ends with "Request log follows"
+            if line.startswith("Request log follows"):
+                break
+            if line.strip().startswith("curl "):
+                lines.append(line.strip())
+        else:
+            pytest.fail(f"demo ended early: {demo.stderr.read() if demo.stderr else ''}")
+        assert len(lines) >= 4  # one per platform in the demo
+        for line in lines:
+            command = [*shlex.split(line), "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20"]
+            status = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+            assert status.startswith("2"), f"{line} -> {status}"
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=20)
+    assert demo.returncode == 0
