@@ -246,7 +246,6 @@ def authorize_url_command(settings: Settings, args: argparse.Namespace) -> int:
     if signed and args.state is not None:
         return _usage("the OAuth callback signs its own state: leave out --state, or give --redirect")
     if signed:
-        assert settings.server.state_secret is not None  # required with public_url
         state = sign_state(settings.server.state_secret.get_secret_value(), args.app, args.shop, now)
     else:
         state = args.state or secrets.token_urlsafe(18)

@@ -68,7 +68,7 @@ def create_app(
     app.router.add_get("/_authproxy/healthz", healthz)
     app.router.add_get("/_authproxy/readyz", readyz)
     app.router.add_get("/_authproxy/metrics", metrics_page)
-    if settings.server.public_url is not None:  # the OAuth callback: off unless reachable
+    if settings.server.public_url:  # the OAuth callback: off unless reachable
         app.router.add_get(CALLBACK_PATH, oauth_callback)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app

@@ -50,7 +50,7 @@ class StateClaims:
 
 def callback_url(server: ServerSettings, app: str) -> str | None:
     """Where the platform sends the seller back, when the callback is on."""
-    if server.public_url is None:
+    if not server.public_url:
         return None
     return server.public_url.rstrip("/") + CALLBACK_PATH.format(app=app)
 
@@ -92,7 +92,7 @@ def _b64(raw: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except ValueError:  # binascii.Error, or a non-ASCII character
         raise ValueError("not base64url") from None
 

@@ -65,9 +65,8 @@ async def _authorize(request: web.Request, state: State, app: str) -> list[str]:
     platform = state.platforms.get(app)
     if platform is None:
         raise UnknownApp(f"no app named {app!r} is configured")
-    secret = state.server.state_secret
-    assert secret is not None  # the route exists only with public_url, which requires it
-    claims = verify_state(secret.get_secret_value(), request.query.get("state"), app, state.clock.now())
+    secret = state.server.state_secret.get_secret_value()  # checked at start-up: set
+    claims = verify_state(secret, request.query.get("state"), app, state.clock.now())
     named, code = platform.callback_params(request.query)
     if code is None:
         error = request.query.get("error", "")

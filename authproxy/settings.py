@@ -48,10 +48,10 @@ class ServerSettings(Strict):
     backoff_max: float = Field(300.0, gt=0)
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    #: externally reachable base URL of this proxy: turns on the OAuth callback route
-    public_url: str | None = None
+    #: externally reachable base URL of this proxy: turns on the OAuth callback route ("": off)
+    public_url: str = ""
     #: HMAC key of the callback's `state` (required with public_url)
-    state_secret: SecretStr | None = None
+    state_secret: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> ServerSettings:
@@ -63,12 +63,11 @@ class ServerSettings(Strict):
 
     @model_validator(mode="after")
     def _check_callback(self) -> ServerSettings:
-        if self.public_url is None:
+        if not self.public_url:
             return self
         if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", self.public_url):
             raise ValueError("server.public_url must be an http(s) URL without query or fragment")
-        secret = self.state_secret.get_secret_value() if self.state_secret else ""
-        if len(secret) < MIN_STATE_SECRET:
+        if len(self.state_secret.get_secret_value()) < MIN_STATE_SECRET:
             raise ValueError(
                 f"server.public_url needs server.state_secret (at least {MIN_STATE_SECRET} characters)"
             )
