@@ -184,6 +184,12 @@ class Shopee(Platform):
             raise RefreshError("Shopee's main-account answer lists no shop and no merchant")
         return dict.fromkeys([*shops, *merchants], token)
 
+    def callback_params(self, query: Mapping[str, str]) -> tuple[str | None, str | None]:
+        """`code` with `shop_id`, or with `main_account_id` (the shop segment main:<id>)."""
+        if main := query.get("main_account_id"):
+            return f"main:{main}", query.get("code") or None
+        return query.get("shop_id") or None, query.get("code") or None
+
     # -- API calls --------------------------------------------------------------------------
 
     def apply_auth(self, shop: str, request: OutgoingRequest, token: Token, now: float) -> OutgoingRequest:

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 
 from authproxy.authorize import STATE_LIFETIME, verify_state
 from authproxy.models import TokenKey, TokenRecord, TokenStatus
 from authproxy.sandbox.amazon import AmazonSandbox
+from authproxy.sandbox.shopee import ShopeeSandbox
 from authproxy.sandbox.tiktok import TikTokSandbox
 from authproxy.settings import Settings
 from authproxy.store import ANY_VERSION
@@ -27,6 +29,8 @@ APPLICATION_ID = "amzn1.sp.solution.cli-test"
 TT_KEY, TT_SECRET, CIPHER = "tt-key", "tt-secret-never-shown", "ROW_cli1"
 REDIRECT = "https://app.example/amazon/callback"
 STATE_SECRET = "cli-state-secret-0123456789"
+SP_PARTNER, SP_KEY = 2001887, "shpk-cli-partner-key-never-shown"
+SP_REDIRECT = "https://app.example/shopee/callback?from=authproxy"
 ORDERS = "/orders/v0/orders?MarketplaceIds=ATVPDKIKX0DER"
 TT_ORDERS = "/order/202309/orders"
 
@@ -65,6 +69,7 @@ async def cli(*args: str, config: Path, stdin: str = "") -> Done:
 class Rig:
     amazon: AmazonSandbox
     tiktok: TikTokSandbox
+    shopee: ShopeeSandbox
     apps: dict[str, Any]
     server: dict[str, Any]
     config: Path
@@ -81,8 +86,10 @@ class Rig:
 
 async def rig_for(serve: Any, shared_redis: Any, tmp_path: Path, **server: Any) -> Rig:
     amazon, tiktok = AmazonSandbox(AMZ_ID, AMZ_SECRET), TikTokSandbox(TT_KEY, TT_SECRET)
+    shopee = ShopeeSandbox(SP_PARTNER, SP_KEY)
     amz_url = str((await serve(amazon.app())).make_url("")).rstrip("/")
     tt_url = str((await serve(tiktok.app())).make_url("")).rstrip("/")
+    sp_url = str((await serve(shopee.app())).make_url("")).rstrip("/")
     apps = {
         "amz": {
             "platform": "amazon",
@@ -101,6 +108,7 @@ async def rig_for(serve: Any, shared_redis: Any, tmp_path: Path, **server: Any) 
             "service_id": "7001",
             "shops": {"cli1": {"shop_cipher": CIPHER}},
         },
+        "sp": {"platform": "shopee", "base_url": sp_url, "partner_id": SP_PARTNER, "partner_key": SP_KEY},
         "crm": {
             "platform": "oauth2",
             "base_url": "https://api.example",
@@ -111,7 +119,7 @@ async def rig_for(serve: Any, shared_redis: Any, tmp_path: Path, **server: Any) 
     server = {"store_url": shared_redis.url, "key_prefix": shared_redis.prefix, **server}
     config = tmp_path / "authproxy.toml"
     config.write_text(to_toml({"server": server, "apps": apps}))
-    return Rig(amazon, tiktok, apps, server, config, shared_store(shared_redis))
+    return Rig(amazon, tiktok, shopee, apps, server, config, shared_store(shared_redis))
 
 
 @pytest.fixture
@@ -157,6 +165,53 @@ async def test_a_random_state_is_printed_and_differs_each_time(rig):
         states.append(printed(done, "state"))
         assert query_of(link)["state"] == [states[-1]] and len(states[-1]) >= 20
     assert states[0] != states[1]
+
+
+async def consent(link: str) -> dict[str, list[str]]:
+    """Open a consent link the way a seller's browser does: the query it is sent back with."""
+    async with aiohttp.ClientSession() as session, session.get(link, allow_redirects=False) as reply:
+        assert reply.status == 302, await reply.text()
+        return parse_qs(urlsplit(reply.headers["Location"]).query)
+
+
+async def test_shopee_link_consent_code_then_a_proxied_call(rig, proxy_client):
+    done = await cli("authorize-url", "sp", "--redirect", SP_REDIRECT, config=rig.config)
+    assert done.returncode == 0, done.stderr
+    back = await consent(done.stdout.splitlines()[0])  # the sandbox's consent page, signed link
+    assert back["state"] == [printed(done, "state")] and back["from"] == ["authproxy"]
+    assert back["shop_id"] == ["1000001"]
+    code = back["code"][0]
+    stored = await cli("authorize", "sp", "1000001", "--code", code, config=rig.config)
+    assert stored.returncode == 0, stored.stderr
+    token = (await rig.record("sp", "1000001")).token
+    assert token is not None
+    for secret in (token.access_token, token.refresh_token, SP_KEY, code):
+        assert secret not in stored.output + done.output
+    client = await proxy_client(rig.settings(), rig.store)
+    reply = await client.get("/sp/1000001/api/v2/shop/get_shop_info")
+    assert reply.status == 200, await reply.text()
+    assert rig.shopee.stats.token_calls == 1
+
+
+async def test_shopee_main_account_code_stores_every_shop_and_merchant(rig, proxy_client):
+    rig.shopee.add_main_account(77, [2001, 2002], [9])
+    code = rig.shopee.issue_code("main_account_id:77")
+    done = await cli("authorize", "sp", "main:77", "--code", code, config=rig.config)
+    assert done.returncode == 0, done.stderr
+    assert "authorized 3 shop(s) of sp" in done.stdout
+    assert {"sp/2001", "sp/2002", "sp/merchant:9"} <= set(done.stdout.split())
+    tokens = {shop: (await rig.record("sp", shop)).token for shop in ("2001", "2002", "merchant:9")}
+    assert len({token.access_token for token in tokens.values() if token}) == 1  # one shared first pair
+    assert await rig.store.get(TokenKey("sp", "main:77")) is None
+    client = await proxy_client(rig.settings(), rig.store)
+    for target in (
+        "/sp/2001/api/v2/shop/get_shop_info",
+        "/sp/2002/api/v2/order/get_order_list?page_size=5",
+        "/sp/merchant:9/api/v2/merchant/get_merchant_info",
+    ):
+        reply = await client.get(target)
+        assert reply.status == 200, await reply.text()
+    assert rig.shopee.stats.token_calls == 1
 
 
 async def test_platforms_without_a_consent_link_exit_2(rig):

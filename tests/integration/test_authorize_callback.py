@@ -9,11 +9,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from yarl import URL
 
 from authproxy.authorize import STATE_LIFETIME, callback_url, sign_state
 from authproxy.models import FakeClock, Token, TokenKey, TokenRecord, TokenStatus
 from authproxy.platforms import build_platform
 from authproxy.sandbox.amazon import AmazonSandbox
+from authproxy.sandbox.shopee import ShopeeSandbox
 from authproxy.sandbox.tiktok import TikTokSandbox
 from authproxy.settings import Settings
 from authproxy.store import ANY_VERSION, TokenStore
@@ -24,12 +26,14 @@ SECRET = "callback-state-secret-0123456789"
 PUBLIC = "https://proxy.example"
 CALLBACK = "/_authproxy/oauth/{app}/callback"
 ORDERS = "/orders/v0/orders?MarketplaceIds=ATVPDKIKX0DER"
+SP_PARTNER, SP_KEY = 2001887, "shpk-callback-partner-key"
 
 
 @dataclass
 class Rig:
     amazon: AmazonSandbox
     tiktok: TikTokSandbox
+    shopee: ShopeeSandbox
     settings: Settings
     store: TokenStore
     client: Any
@@ -38,11 +42,24 @@ class Rig:
     def state(self, app: str, shop: str | None = None, secret: str = SECRET) -> str:
         return sign_state(secret, app, shop, self.clock.now())
 
+    def link(self, app: str, shop: str | None = None) -> str:
+        """The consent link as `authorize-url` makes it with the callback on."""
+        redirect = callback_url(self.settings.server, app)
+        platform = build_platform(self.settings.apps[app])
+        return platform.authorize_url(redirect, self.state(app, shop), self.clock.now())
+
     def link_state(self, app: str, shop: str | None = None) -> tuple[str, str]:
         """(state, redirect) as `authorize-url` puts them in the consent link."""
-        redirect = callback_url(self.settings.server, app)
-        link = build_platform(self.settings.apps[app]).authorize_url(redirect, self.state(app, shop), 0)
-        return parse_qs(urlsplit(link).query)["state"][0], redirect or ""
+        state = parse_qs(urlsplit(self.link(app, shop)).query)["state"][0]
+        return state, callback_url(self.settings.server, app) or ""
+
+    async def consent(self, link: str) -> Any:
+        """A seller's browser: open the consent page, follow it back to the proxy's callback."""
+        async with self.client.session.get(link, allow_redirects=False) as page:
+            assert page.status == 302, await page.text()
+            back = URL(page.headers["Location"])
+        assert str(back.with_query(None)) == callback_url(self.settings.server, "sp")
+        return await self.client.get(back.path_qs)
 
     async def callback(self, app: str, headers: dict[str, str] | None = None, **query: str) -> Any:
         return await self.client.get(CALLBACK.format(app=app), params=query, headers=headers or {})
@@ -54,6 +71,8 @@ class Rig:
 async def make_rig(serve, proxy_client, store, clock, *, public: bool = True, **settings: Any) -> Rig:
     amazon = AmazonSandbox(AMZ_ID, AMZ_SECRET, clock=clock)
     tiktok = TikTokSandbox(TT_KEY, TT_SECRET, clock=clock, shop_ciphers=(CIPHER,))
+    shopee = ShopeeSandbox(SP_PARTNER, SP_KEY, clock=clock)
+    sp = str((await serve(shopee.app())).make_url("")).rstrip("/")
     amz = str((await serve(amazon.app())).make_url("")).rstrip("/")
     tt = str((await serve(tiktok.app())).make_url("")).rstrip("/")
     apps = {
@@ -65,6 +84,7 @@ async def make_rig(serve, proxy_client, store, clock, *, public: bool = True, **
             "client_secret": AMZ_SECRET,
             "application_id": "amzn1.sp.solution.cb",
         },
+        "sp": {"platform": "shopee", "base_url": sp, "partner_id": SP_PARTNER, "partner_key": SP_KEY},
         "tt": {
             "platform": "tiktok",
             "base_url": tt,
@@ -78,7 +98,7 @@ async def make_rig(serve, proxy_client, store, clock, *, public: bool = True, **
     server = {"store_url": "memory://", **({"public_url": PUBLIC, "state_secret": SECRET} if public else {})}
     config = Settings(server=server, apps=apps, **settings)
     client = await proxy_client(config, store, clock)
-    return Rig(amazon, tiktok, config, store, client, clock)
+    return Rig(amazon, tiktok, shopee, config, store, client, clock)
 
 
 @pytest.fixture
@@ -158,6 +178,27 @@ async def test_tiktok_end_to_end_with_the_shop_from_the_state(rig):
     assert proxied.status == 200, echo
     assert echo["headers"]["x-tts-access-token"] == record.token.access_token and CIPHER in echo["query"]
     assert rig.tiktok.stats.token_calls == 1
+
+
+async def test_shopee_end_to_end_through_the_consent_page(rig):
+    reply = await rig.consent(rig.link("sp"))  # the state rides in the redirect URL
+    assert reply.status == 200, await reply.text()
+    assert (await reply.json())["shops"] == ["1000001"]
+    proxied = await rig.client.get("/sp/1000001/api/v2/shop/get_shop_info")
+    assert proxied.status == 200, await proxied.text()
+    assert rig.shopee.stats.token_calls == 1
+
+
+async def test_shopee_main_account_consent_stores_every_shop(rig):
+    rig.shopee.add_main_account(77, [2001, 2002], [9])
+    rig.shopee.consenting = "main_account_id:77"
+    reply = await rig.consent(rig.link("sp"))
+    assert reply.status == 200, await reply.text()
+    assert (await reply.json())["shops"] == ["2001", "2002", "merchant:9"]
+    for target in ("/sp/2001/api/v2/shop/get_shop_info", "/sp/merchant:9/api/v2/merchant/get_merchant_info"):
+        proxied = await rig.client.get(target)
+        assert proxied.status == 200, await proxied.text()
+    assert rig.shopee.stats.token_calls == 1 and await rig.record("sp", "main:77") is None
 
 
 async def test_the_callback_replaces_a_needs_reauthorization_mark(rig):
