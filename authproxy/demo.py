@@ -39,9 +39,12 @@ class DemoPlatform:
 def demo_platforms() -> list[DemoPlatform]:
     from authproxy.sandbox.oauth2 import OAuth2Sandbox
     from authproxy.sandbox.sellercenter import SellerCenterSandbox
+    from authproxy.sandbox.shoptet import ShoptetSandbox
 
     oauth2 = OAuth2Sandbox("demo-client", "demo-client-secret", lifetime=DEMO_LIFETIME)
     seed = oauth2.seed_refresh_token()
+    shoptet = ShoptetSandbox(lifetime=DEMO_LIFETIME)
+    shoptet_oauth = shoptet.seed_oauth_token()
     return [
         DemoPlatform(
             "zalora",
@@ -68,6 +71,17 @@ def demo_platforms() -> list[DemoPlatform]:
             },
             "/acme/api/contacts",
             "-X POST -H 'Content-Type: application/json' -d '{\"name\": \"Ada\"}' ",
+        ),
+        DemoPlatform(
+            "shoptet",
+            shoptet,
+            lambda url: {
+                "platform": "shoptet",
+                "base_url": url,
+                "auth_url": url,
+                "shops": {"demo-eshop": {"oauth_access_token": shoptet_oauth}},
+            },
+            "/demo-eshop/api/eshop",
         ),
     ]
 

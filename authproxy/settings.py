@@ -157,9 +157,11 @@ class ShoptetShop(Strict):
 
 class ShoptetApp(AppBase):
     platform: Literal["shoptet"]
-    auth_url: str
+    base_url: str = "https://api.myshoptet.com"
+    auth_url: str  # the partner e-shop, e.g. https://12345.myshoptet.com
     client_id: str | None = None
     client_secret: SecretStr | None = None
+    redirect_uri: str | None = None  # the add-on's install URL (code exchange's redirect_uri)
     shops: dict[str, ShoptetShop] = {}
 
 

@@ -11,11 +11,13 @@ from typing import Any
 from authproxy.platforms.base import Platform
 from authproxy.platforms.oauth2 import OAuth2
 from authproxy.platforms.sellercenter import SellerCenter
+from authproxy.platforms.shoptet import Shoptet
 from authproxy.settings import AppSettings
 
 REGISTRY: dict[str, Callable[[Any], Platform]] = {
     "sellercenter": SellerCenter,
     "oauth2": OAuth2,
+    "shoptet": Shoptet,
 }
 
 
