@@ -39,6 +39,7 @@ class ServerSettings(Strict):
     read_timeout: float = Field(60.0, gt=0)
     token_timeout: float = Field(10.0, gt=0)
     lock_ttl: float = Field(30.0, gt=0)
+    slot_wait: float = Field(30.0, gt=0)  # queueing for a per-token call slot, then 503
     upstream_connections: int = Field(100, ge=1)
     refresh_before: float = Field(0.1, ge=0, lt=1)
     refresh_before_max: float = Field(300.0, ge=0)
