@@ -79,6 +79,7 @@ class TokenProvider:
         self.metrics = metrics
         self._cache: dict[TokenKey, Cached] = {}
         self._flights: dict[TokenKey, asyncio.Task[Token]] = {}
+        self._reads: dict[TokenKey, asyncio.Future[TokenRecord | None]] = {}
 
     # -- public -------------------------------------------------------------------------
 
@@ -90,7 +91,7 @@ class TokenProvider:
             token = cached.record.token
             assert token is not None
             return token
-        record = await self._load(key)
+        record = await self._load(key, shared=True)
         return await self._decide(key, platform, record, now)
 
     async def after_rejection(self, key: TokenKey, platform: Platform, sent: Token) -> Token:
@@ -130,8 +131,28 @@ class TokenProvider:
             and token.is_valid(now)
         )
 
-    async def _load(self, key: TokenKey) -> TokenRecord | None:
-        record = await self.store.get(key)
+    async def _load(self, key: TokenKey, *, shared: bool = False) -> TokenRecord | None:
+        """Read the record. `shared` (the hot path only): concurrent readers of one
+        key share one store read. The protocol's own reads must start after the
+        event they follow (lock taken, rejection seen), so they never share."""
+        pending = self._reads.get(key) if shared else None
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if not shared:
+            record = await self.store.get(key)
+            self._remember(key, record)
+            return record
+        pending = asyncio.get_running_loop().create_future()
+        self._reads[key] = pending
+        try:
+            record = await self.store.get(key)
+        except BaseException as exc:
+            pending.set_exception(exc)
+            pending.exception()  # retrieved here, so no "never retrieved" warning
+            raise
+        finally:
+            self._reads.pop(key, None)
+        pending.set_result(record)
         self._remember(key, record)
         return record
 

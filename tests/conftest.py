@@ -65,7 +65,7 @@ class StoreFactory:
         if self.server is not None:
             client: Any = fakeredis.FakeAsyncRedis(server=self.server)
         else:
-            client = aioredis.Redis.from_url(REDIS_URL)
+            client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(REDIS_URL))
         store = RedisStore(client, self.prefix)
         self.made.append(store)
         return store
@@ -162,3 +162,26 @@ def logs() -> Iterator[LogCapture]:
 
 def settings_for(apps: dict[str, Any], **server: Any) -> Settings:
     return Settings(server={"store_url": "memory://", **server}, apps=apps)
+
+
+@pytest.fixture(params=REDIS_KINDS)
+def shared_redis(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A Redis that separate processes can share: fakeredis over TCP, or the real one."""
+    from tests.procs import SharedRedis, fakeredis_tcp
+
+    if request.param == "fakeredis":
+        with fakeredis_tcp() as shared:
+            yield shared
+        return
+    need_real_redis()
+    shared = SharedRedis(REDIS_URL)
+    yield shared
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{shared.prefix}:*"):
+        client.delete(key)
+    client.close()
+
+
+def shared_store(shared: Any) -> RedisStore:
+    """A store in the test process on the same Redis and prefix as the processes."""
+    return RedisStore.from_url(shared.url, shared.prefix)

@@ -93,6 +93,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         response = await _handle(request, state, exchange)
     except ProxyError as exc:
         exchange.error = exc.code
+        log.debug("%s: %s", exc.code, exc.detail)
         response = _problem(exc, exchange)
     exchange.status = response.status
     state.metrics.request(exchange.app or "-", response.status)

@@ -1,8 +1,10 @@
 """The production store: Redis (standalone, Sentinel-fronted or a managed one).
 
 Each record is a hash `{prefix}:token:{app}:{shop}` holding `v` (version) and
-`data` (JSON). Writes are compare-and-set in Lua; locks are redis-py's
-owner-token locks (SET NX PX + Lua compare-and-delete on release).
+`data` (JSON). Writes are compare-and-set in Lua; locks are owner-token locks
+as in redis-py's `Lock` (SET NX PX with a random owner; Lua compare-and-delete
+on release). Scripts go by EVAL, not EVALSHA: they are tiny, Redis caches
+them, and no NOSCRIPT round trip (or reconnect) ever happens.
 
 Call slots of a key live in `{prefix}:slots:{app:shop}:*` (one hash tag, so
 one script may touch them all): `leases` (ZSET lease -> expiry ms), `queue`
@@ -14,14 +16,14 @@ with skewed clocks agree on when a lease has expired.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from authproxy.errors import StoreUnavailable
 from authproxy.models import TokenKey, TokenRecord
@@ -36,6 +38,14 @@ if tonumber(ARGV[1]) ~= -1 and current ~= tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'v', current + 1, 'data', ARGV[2])
 return current + 1
+"""
+
+# KEYS[1] lock; ARGV[1] owner -> 1 if released
+COMPARE_AND_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 NOW_MS = """
@@ -103,40 +113,44 @@ async def _reachable() -> AsyncIterator[None]:
     try:
         yield
     except (RedisError, OSError) as exc:
-        raise StoreUnavailable(f"token store unreachable ({type(exc).__name__})") from exc
+        raise StoreUnavailable(f"token store unreachable ({type(exc).__name__}: {exc})") from exc
 
 
 class RedisLock:
+    """One attempt: a fresh random owner; only that owner can release it."""
+
     def __init__(self, client: aioredis.Redis, name: str, ttl: float) -> None:
-        self._lock = Lock(client, name, timeout=ttl, blocking=False, thread_local=False)
+        self.client, self.name, self.ttl_ms = client, name, max(int(ttl * 1000), 1)
+        self.owner = secrets.token_hex(16)
 
     async def acquire(self) -> bool:
         async with _reachable():
-            return bool(await self._lock.acquire())
+            return bool(await self.client.set(self.name, self.owner, nx=True, px=self.ttl_ms))
 
     async def release(self) -> None:
-        try:
-            await self._lock.release()
-        except LockError:
-            pass  # expired and maybe taken by another owner: theirs now, leave it
-        except (RedisError, OSError):
-            pass  # it expires by itself after its TTL
+        # If it expired and another owner holds it now, it is theirs: the script leaves it.
+        with contextlib.suppress(RedisError, OSError):  # else it expires by itself
+            await self.client.eval(COMPARE_AND_DELETE, 1, self.name, self.owner)
 
 
 class RedisStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "authproxy") -> None:
         self.client = client
         self.prefix = prefix
-        self._cas: Any = client.register_script(COMPARE_AND_SET)
-        self._acquire_slot: Any = client.register_script(ACQUIRE_SLOT)
-        self._renew_slot: Any = client.register_script(RENEW_SLOT)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "authproxy") -> RedisStore:
-        client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+    def from_url(cls, url: str, prefix: str = "authproxy", connections: int = 50) -> RedisStore:
+        # A blocking pool: past `connections` busy ones a command waits for a free
+        # connection (up to 5 s) instead of failing, as the default pool does.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=connections,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
         )
-        return cls(client, prefix)
+        return cls(aioredis.Redis(connection_pool=pool), prefix)
 
     def _name(self, kind: str, key: TokenKey) -> str:
         return f"{self.prefix}:{kind}:{key.app}:{key.shop}"
@@ -150,7 +164,9 @@ class RedisStore:
 
     async def put(self, key: TokenKey, record: TokenRecord, *, expected_version: int) -> int | None:
         async with _reachable():
-            result = await self._cas(keys=[self._name("token", key)], args=[expected_version, encode(record)])
+            result = await self.client.eval(
+                COMPARE_AND_SET, 1, self._name("token", key), expected_version, encode(record)
+            )
         return None if int(result) < 0 else int(result)
 
     async def delete(self, key: TokenKey) -> bool:
@@ -191,13 +207,14 @@ class RedisStore:
         return [head + part for part in ("leases", "queue", "seen", "ticket")]
 
     async def acquire_slot(self, key: TokenKey, lease: str, limit: int, ttl: float) -> bool:
-        args = [lease, limit, _ms(ttl), _ms(SLOT_WAITER_TTL)]
+        args: list[str | int] = [lease, limit, _ms(ttl), _ms(SLOT_WAITER_TTL)]
         async with _reachable():
-            return bool(await self._acquire_slot(keys=self._slot_names(key), args=args))
+            return bool(await self.client.eval(ACQUIRE_SLOT, 4, *self._slot_names(key), *args))
 
     async def renew_slot(self, key: TokenKey, lease: str, ttl: float) -> bool:
+        leases = self._slot_names(key)[0]
         async with _reachable():
-            return bool(await self._renew_slot(keys=self._slot_names(key)[:1], args=[lease, _ms(ttl)]))
+            return bool(await self.client.eval(RENEW_SLOT, 1, leases, lease, _ms(ttl)))
 
     async def release_slot(self, key: TokenKey, lease: str) -> None:
         leases, queue, seen, _ = self._slot_names(key)
