@@ -6,6 +6,7 @@ waiters asking the store than the cap), then a shared slot in the store (a
 lease with a TTL, renewed while the call runs, so a dead process's slot frees
 itself). Requests over the cap queue, first come first served, for at most
 `server.slot_wait` seconds, then get 503 `upstream_busy` with Retry-After.
+While the store is unreachable only the per-process cap applies.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class Limiter:
             raise self._busy(key, limit) from None
         try:
             lease = await self._shared(key, limit, deadline)
+            if lease is None:
+                yield
+                return
             renewing = asyncio.create_task(self._renew(key, lease))
             try:
                 yield
@@ -57,8 +61,11 @@ class Limiter:
         finally:
             semaphore.release()
 
-    async def _shared(self, key: TokenKey, limit: int, deadline: float) -> str:
-        """A lease on one of the store's slots, asking again with short pauses."""
+    async def _shared(self, key: TokenKey, limit: int, deadline: float) -> str | None:
+        """A lease on one of the store's slots, asking again with short pauses.
+
+        None when the store is unreachable: the call goes ahead under this
+        process's cap only (a 429 now and then beats failing every call)."""
         loop = asyncio.get_running_loop()
         lease = secrets.token_hex(12)
         pause = POLL_FIRST
@@ -69,6 +76,9 @@ class Limiter:
                     raise self._busy(key, limit)
                 await asyncio.sleep(min(pause * random.uniform(0.5, 1.0), left))
                 pause = min(pause * 1.5, POLL_MAX)
+        except StoreUnavailable:
+            log.warning("call slots of %s unavailable (store unreachable): capping per process only", key)
+            return None
         except BaseException:
             await asyncio.shield(self._release(key, lease))  # leave the queue
             raise

@@ -16,6 +16,7 @@ from authproxy.errors import UpstreamBusy
 from authproxy.limiter import Limiter
 from authproxy.models import TokenKey
 from authproxy.store import memory, redis
+from authproxy.store.redis import RedisStore
 
 KEY = TokenKey("shoptet", "eshop")
 OTHER = TokenKey("shoptet", "other")
@@ -169,3 +170,21 @@ async def test_no_cap_means_no_store_traffic(stores):
         async with limiter.slot(KEY, None):
             entered += 1
     assert entered == 10
+
+
+async def test_an_unreachable_store_leaves_the_per_process_cap(unused_tcp_port):
+    dead = RedisStore.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0", "test")
+    limiter = Limiter(dead, wait=0.05)
+    gauge, gate = Gauge(), asyncio.Event()
+    try:
+        holders = [asyncio.create_task(gauge.call(limiter, gate)) for _ in range(3)]
+        while gauge.now < 3:
+            await asyncio.sleep(0.001)
+        with pytest.raises(UpstreamBusy):
+            async with limiter.slot(KEY, 3):
+                pass
+        gate.set()
+        await asyncio.gather(*holders)
+        assert gauge.done == 3
+    finally:
+        await dead.close()
