@@ -11,7 +11,9 @@ Which OAuth access token: the one in the config (`[apps.A.shops.S]
 oauth_access_token`) when set, else the one `authproxy authorize` stored. The
 config wins because nothing rotates it: an operator who writes one there
 after a re-install means it, and keeping it out of the store keeps the secret
-in one place. A stored one is carried over from token to token.
+in one place. A stored one is carried over from token to token. A refused
+OAuth token marks the shop `needs_reauthorization` in the store; after fixing
+the config, clear that with `authproxy tokens delete APP SHOP`.
 
 Shoptet allows at most 5 valid API tokens per e-shop and 3 concurrent
 connections per token: the token provider's single flight + store lock keep

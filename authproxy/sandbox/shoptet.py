@@ -12,6 +12,10 @@
   403 `invalid-token-no-rights` on routes the add-on was not granted, and, like
   nginx's `limit_conn per_token 3`, HTTP 429 for a 4th concurrent connection
   on one token.
+
+The OAuth access token is permanent, so `reused_refresh_tokens` counts up by
+design here; `max_valid_tokens` and `max_concurrent_per_token` are the
+numbers to watch.
 """
 
 from __future__ import annotations
