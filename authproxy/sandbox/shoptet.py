@@ -20,6 +20,7 @@ numbers to watch.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,7 @@ class ShoptetSandbox(Sandbox):
         self.oauth_tokens: dict[str, int] = {}  # OAuth access token -> e-shop id
         self.owners: dict[str, int] = {}  # API token -> e-shop id
         self.inflight: dict[str, int] = {}  # API token -> open connections
+        self.held = asyncio.Event()  # calls to .../held wait for it: connections kept open at will
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(OAUTH + "/token", self.token)
@@ -191,6 +193,8 @@ class ShoptetSandbox(Sandbox):
             shown = f"{token[:3]}..{token[-3:]}"
             message = f'Your access token "{shown}" has no defined rights for this resource.'
             return self._error(403, "invalid-token-no-rights", message)
+        if request.path.endswith("/held"):
+            await self.held.wait()
         return await self.api_reply(request, {"eshopId": self.owners.get(token)})
 
     def _error(self, status: int, code: str, message: str) -> web.Response:

@@ -96,14 +96,16 @@ async def test_a_fourth_connection_on_one_token_gets_429_passed_through(serve, p
     client = await proxy_client(world.settings, stores.make(), clock)
     token = (await (await client.get("/shop/eshop/api/eshop")).json())["headers"]["shoptet-access-token"]
     async with aiohttp.ClientSession() as session:  # someone else using our token directly
-        gate = "/api/orders/slow?seconds=0.5"
         holders = [
-            asyncio.create_task(session.get(world.base + gate, headers={"Shoptet-Access-Token": token}))
+            asyncio.create_task(
+                session.get(world.base + "/api/orders/held", headers={"Shoptet-Access-Token": token})
+            )
             for _ in range(3)
         ]
         while world.sandbox.inflight.get(token, 0) < 3:
             await asyncio.sleep(0.001)
         reply = await client.get("/shop/eshop/api/eshop")
+        world.sandbox.held.set()
         assert reply.status == 429
         assert "X-AuthProxy-Retried" not in reply.headers and "X-AuthProxy-Error" not in reply.headers
         for answer in await asyncio.gather(*holders):

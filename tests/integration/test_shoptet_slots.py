@@ -2,8 +2,9 @@
 
 Stores made by one factory share their data, as processes sharing Redis do.
 Lease expiry runs on the store's own clock (Redis TIME / the event loop), so
-the tests that need a lease to run out give it a few milliseconds and wait
-that long: time only moves forward.
+the tests that need a lease to run out give it a short life and wait a bit
+longer: time only moves forward. Leases that must still hold get lifetimes
+far longer than the steps in between, so a loaded machine does not matter.
 """
 
 from __future__ import annotations
@@ -34,17 +35,17 @@ async def test_at_most_limit_leases_and_release_frees_one(stores):
 
 async def test_expired_lease_of_a_dead_process_frees_its_slot(stores):
     store = stores.make()
-    assert await store.acquire_slot(KEY, "dead", 1, 0.02)
+    assert await store.acquire_slot(KEY, "dead", 1, 0.5)
     assert not await store.acquire_slot(KEY, "live", 1, 30)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.55)
     assert await store.acquire_slot(KEY, "live", 1, 30)
 
 
 async def test_renewal_keeps_a_lease_and_fails_once_it_expired(stores):
     store = stores.make()
-    assert await store.acquire_slot(KEY, "long", 1, 0.05)
+    assert await store.acquire_slot(KEY, "long", 1, 0.5)
     assert await store.renew_slot(KEY, "long", 30)
-    await asyncio.sleep(0.08)
+    await asyncio.sleep(0.55)
     assert not await store.acquire_slot(KEY, "other", 1, 30), "the renewed lease still holds"
     assert await store.acquire_slot(OTHER, "short", 1, 0.02)
     await asyncio.sleep(0.05)
@@ -156,9 +157,9 @@ async def test_a_cancelled_call_gives_its_slot_back(stores):
 
 async def test_a_long_call_keeps_its_lease(stores):
     store = stores.make()
-    limiter = Limiter(store, wait=30, lease_ttl=0.06)
+    limiter = Limiter(store, wait=30, lease_ttl=0.6)  # renewed every 0.2 s
     async with limiter.slot(KEY, 1):
-        await asyncio.sleep(0.15)  # over two lease lifetimes: renewed meanwhile
+        await asyncio.sleep(1.0)  # well over its first lifetime
         assert not await store.acquire_slot(KEY, "elsewhere", 1, 30)
     assert await store.acquire_slot(KEY, "elsewhere", 1, 30)
 
