@@ -49,7 +49,7 @@ def create_app(
             session=session,
             tokens=tokens,
             clients=ClientGate(settings.clients),
-            limiter=Limiter(),
+            limiter=Limiter(token_store, server.slot_wait),
             metrics=metrics,
             clock=the_clock,
             upstream_timeout=aiohttp.ClientTimeout(
