@@ -45,7 +45,7 @@ def run_worker(settings: Settings) -> None:
     server = settings.server
     setup_logging(server.log_format, server.log_level)
     log.info(
-        "authproxy listening on http://%s:%d/ (%d app(s), store %s, pid %d)",
+        "listening on http://%s:%d/ (%d app(s), store %s, pid %d)",
         server.host,
         server.port,
         len(settings.apps),
