@@ -37,10 +37,9 @@ def create_app(
             auto_decompress=False,
             trust_env=False,
         )
-        metrics = Metrics()
         the_clock = clock or SystemClock()
+        metrics = Metrics(the_clock)
         tokens = TokenProvider(token_store, session, server, the_clock, metrics)
-        metrics.watch_expiry(tokens.expiries)
         app[STATE] = State(
             settings=settings,
             server=server,
