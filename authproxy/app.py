@@ -39,10 +39,9 @@ def create_app(
             auto_decompress=False,
             trust_env=False,
         )
-        metrics = Metrics()
         the_clock = clock or SystemClock()
+        metrics = Metrics(the_clock)
         tokens = TokenProvider(token_store, session, server, the_clock, metrics)
-        metrics.watch_expiry(tokens.expiries)
         app[STATE] = State(
             settings=settings,
             server=server,
@@ -51,7 +50,7 @@ def create_app(
             session=session,
             tokens=tokens,
             clients=ClientGate(settings.clients),
-            limiter=Limiter(),
+            limiter=Limiter(token_store, server.slot_wait),
             metrics=metrics,
             clock=the_clock,
             upstream_timeout=aiohttp.ClientTimeout(

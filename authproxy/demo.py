@@ -41,6 +41,7 @@ def demo_platforms() -> list[DemoPlatform]:
     from authproxy.sandbox.oauth2 import OAuth2Sandbox
     from authproxy.sandbox.sellercenter import SellerCenterSandbox
     from authproxy.sandbox.shopee import ShopeeSandbox
+    from authproxy.sandbox.shoptet import ShoptetSandbox
     from authproxy.sandbox.tiktok import TikTokSandbox
 
     oauth2 = OAuth2Sandbox("demo-client", "demo-client-secret", lifetime=DEMO_LIFETIME)
@@ -53,6 +54,8 @@ def demo_platforms() -> list[DemoPlatform]:
         "demo-app-key", "demo-app-secret", lifetime=DEMO_LIFETIME, shop_ciphers=("ROW_demo",)
     )
     tiktok_seed = tiktok.seed_refresh_token()
+    shoptet = ShoptetSandbox(lifetime=DEMO_LIFETIME)
+    shoptet_oauth = shoptet.seed_oauth_token()
     return [
         DemoPlatform(
             "zalora",
@@ -118,6 +121,17 @@ def demo_platforms() -> list[DemoPlatform]:
             },
             "/demo-shop/order/202309/orders/search?page_size=10",
             "-X POST -H 'Content-Type: application/json' -d '{\"order_status\": \"UNPAID\"}' ",
+        ),
+        DemoPlatform(
+            "shoptet",
+            shoptet,
+            lambda url: {
+                "platform": "shoptet",
+                "base_url": url,
+                "auth_url": url,
+                "shops": {"demo-eshop": {"oauth_access_token": shoptet_oauth}},
+            },
+            "/demo-eshop/api/eshop",
         ),
     ]
 

@@ -15,6 +15,7 @@
         ├── StoreUnavailable        503 store_unavailable
         ├── UpstreamUnreachable     502 upstream_unreachable
         ├── UpstreamTimeout         504 upstream_timeout
+        ├── UpstreamBusy            503 upstream_busy (+Retry-After): per-token call cap full
         ├── UnauthorizedClient      401 unauthorized_client
         ├── BadState                400 bad_state (OAuth callback)
         └── AuthorizationFailed     400 authorization_failed (OAuth callback)
@@ -134,6 +135,14 @@ class UpstreamUnreachable(ProxyError):
 class UpstreamTimeout(ProxyError):
     status, code, title = 504, "upstream_timeout", "Upstream timeout"
     action = "The platform did not answer in time (server.read_timeout). Retry later."
+
+
+class UpstreamBusy(ProxyError):
+    status, code, title = 503, "upstream_busy", "Too many concurrent calls for this token"
+    action = (
+        "The platform allows only a few concurrent calls per token (Shoptet: 3) and they stayed "
+        "busy for server.slot_wait seconds; retry after Retry-After seconds or send fewer at once."
+    )
 
 
 class UnauthorizedClient(ProxyError):

@@ -40,6 +40,7 @@ class ServerSettings(Strict):
     read_timeout: float = Field(60.0, gt=0)
     token_timeout: float = Field(10.0, gt=0)
     lock_ttl: float = Field(30.0, gt=0)
+    slot_wait: float = Field(30.0, gt=0)  # queueing for a per-token call slot, then 503
     upstream_connections: int = Field(100, ge=1)
     refresh_before: float = Field(0.1, ge=0, lt=1)
     refresh_before_max: float = Field(300.0, ge=0)
@@ -197,9 +198,11 @@ class ShoptetShop(Strict):
 
 class ShoptetApp(AppBase):
     platform: Literal["shoptet"]
-    auth_url: str
+    base_url: str = "https://api.myshoptet.com"
+    auth_url: str  # the partner e-shop, e.g. https://12345.myshoptet.com
     client_id: str | None = None
     client_secret: SecretStr | None = None
+    redirect_uri: str | None = None  # the add-on's install URL (code exchange's redirect_uri)
     shops: dict[str, ShoptetShop] = {}
 
 

@@ -114,15 +114,6 @@ class TokenProvider:
     def forget(self, key: TokenKey) -> None:
         self._cache.pop(key, None)
 
-    def expiries(self) -> list[tuple[str, str, float]]:
-        """(app, shop, seconds to expiry) of every token this process holds."""
-        now = self.clock.now()
-        return [
-            (key.app, key.shop, cached.record.token.expires_at - now)
-            for key, cached in self._cache.items()
-            if cached.record.token is not None and cached.record.token.expires_at is not None
-        ]
-
     # -- reading --------------------------------------------------------------------------
 
     def _is_fresh(self, cached: Cached, now: float) -> bool:
@@ -169,6 +160,8 @@ class TokenProvider:
             refresh_at = self._refresh_point(record.token)
         loop_now = asyncio.get_running_loop().time()
         self._cache[key] = Cached(record, loop_now, refresh_at)
+        if record.token.expires_at is not None:
+            self.metrics.token_expiry(key.app, key.shop, record.token.expires_at)
 
     def _refresh_point(self, token: Token) -> float:
         """When to refresh ahead of expiry: a fraction of the lifetime, jittered (rule 8)."""

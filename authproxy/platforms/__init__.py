@@ -13,6 +13,7 @@ from authproxy.platforms.base import Platform
 from authproxy.platforms.oauth2 import OAuth2
 from authproxy.platforms.sellercenter import SellerCenter
 from authproxy.platforms.shopee import Shopee
+from authproxy.platforms.shoptet import Shoptet
 from authproxy.platforms.tiktok import TikTok
 from authproxy.settings import AppSettings
 
@@ -22,6 +23,7 @@ REGISTRY: dict[str, Callable[[Any], Platform]] = {
     "shopee": Shopee,
     "amazon": Amazon,
     "tiktok": TikTok,
+    "shoptet": Shoptet,
 }
 
 

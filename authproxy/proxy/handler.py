@@ -99,7 +99,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         log.debug("%s: %s", exc.code, exc.detail)
         response = _problem(exc, exchange)
     exchange.status = response.status
-    state.metrics.request(exchange.app or "-", response.status)
+    # only configured apps become label values: a client must not grow the label set
+    known_app = exchange.app if exchange.app in state.platforms else None
+    state.metrics.request(known_app or "-", response.status)
     _log_exchange(exchange)
     return response
 

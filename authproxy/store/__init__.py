@@ -1,8 +1,10 @@
 """Token stores: Redis for production (any number of processes), memory for one.
 
 Every store keeps a versioned `TokenRecord` per (app, shop), writes it with
-compare-and-set, hands out owner-token locks, and lets a waiter block until a
-record's version moves on. Connection trouble is raised as StoreUnavailable.
+compare-and-set, hands out owner-token locks, lets a waiter block until a
+record's version moves on, and shares per-key call slots (leases with a TTL)
+so a concurrency cap holds across processes. Connection trouble is raised as
+StoreUnavailable.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Protocol
 from authproxy.models import TokenKey, TokenRecord
 
 ANY_VERSION = -1
+#: a slot waiter that has not asked again for this long loses its place in the queue
+SLOT_WAITER_TTL = 2.0
 
 
 class StoreLock(Protocol):
@@ -37,6 +41,19 @@ class TokenStore(Protocol):
 
     async def wait_for_change(self, key: TokenKey, version: int, timeout: float) -> bool:
         """Block until the record's version differs from `version` (True) or timeout."""
+
+    async def acquire_slot(self, key: TokenKey, lease: str, limit: int, ttl: float) -> bool:
+        """Take one of `limit` shared call slots for `key` as `lease`, held `ttl`
+        seconds unless renewed; False when none is free. Expired leases (a dead
+        process's) are dropped first. Waiters are served first come, first served:
+        a lease that asked before and still waits keeps its place in the queue
+        while it asks again within SLOT_WAITER_TTL seconds."""
+
+    async def renew_slot(self, key: TokenKey, lease: str, ttl: float) -> bool:
+        """Extend a held lease by `ttl` seconds from now; False when it had expired."""
+
+    async def release_slot(self, key: TokenKey, lease: str) -> None:
+        """Give the slot back (or leave the queue)."""
 
     async def ping(self) -> None: ...
 

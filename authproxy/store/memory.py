@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import secrets
 from dataclasses import dataclass, field
 
 from authproxy.models import TokenKey, TokenRecord
-from authproxy.store import ANY_VERSION
+from authproxy.store import ANY_VERSION, SLOT_WAITER_TTL
 
 
 @dataclass
@@ -32,10 +33,32 @@ class MemoryLock:
             del self.store.locks[self.name]
 
 
+@dataclass
+class Slots:
+    """One key's call slots: held leases and the queue of waiters (event-loop time)."""
+
+    leases: dict[str, float] = field(default_factory=dict)  # lease -> expiry
+    queue: dict[str, tuple[int, float]] = field(default_factory=dict)  # waiter -> (ticket, last asked)
+    tickets: itertools.count[int] = field(default_factory=itertools.count)
+
+    def acquire(self, lease: str, limit: int, ttl: float, now: float) -> bool:
+        self.leases = {held: until for held, until in self.leases.items() if until > now}
+        self.queue = {w: v for w, v in self.queue.items() if v[1] > now - SLOT_WAITER_TTL}
+        ticket = self.queue[lease][0] if lease in self.queue else next(self.tickets)
+        ahead = sum(1 for other, _ in self.queue.values() if other < ticket)
+        if ahead < limit - len(self.leases):
+            self.queue.pop(lease, None)
+            self.leases[lease] = now + ttl
+            return True
+        self.queue[lease] = (ticket, now)
+        return False
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self.records: dict[TokenKey, TokenRecord] = {}
         self.locks: dict[TokenKey, tuple[str, float]] = {}
+        self.slots: dict[TokenKey, Slots] = {}
         self._changed: asyncio.Condition | None = None
 
     def _condition(self) -> asyncio.Condition:
@@ -84,6 +107,26 @@ class MemoryStore:
         condition = self._condition()
         async with condition:
             condition.notify_all()
+
+    async def acquire_slot(self, key: TokenKey, lease: str, limit: int, ttl: float) -> bool:
+        now = asyncio.get_running_loop().time()
+        return self.slots.setdefault(key, Slots()).acquire(lease, limit, ttl, now)
+
+    async def renew_slot(self, key: TokenKey, lease: str, ttl: float) -> bool:
+        now = asyncio.get_running_loop().time()
+        slots = self.slots.get(key)
+        if slots is None or slots.leases.get(lease, 0.0) <= now:
+            return False
+        slots.leases[lease] = now + ttl
+        return True
+
+    async def release_slot(self, key: TokenKey, lease: str) -> None:
+        slots = self.slots.get(key)
+        if slots is not None:
+            slots.leases.pop(lease, None)
+            slots.queue.pop(lease, None)
+            if not slots.leases and not slots.queue:
+                del self.slots[key]
 
     async def ping(self) -> None:
         return None

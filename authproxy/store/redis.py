@@ -5,12 +5,19 @@ Each record is a hash `{prefix}:token:{app}:{shop}` holding `v` (version) and
 as in redis-py's `Lock` (SET NX PX with a random owner; Lua compare-and-delete
 on release). Scripts go by EVAL, not EVALSHA: they are tiny, Redis caches
 them, and no NOSCRIPT round trip (or reconnect) ever happens.
+
+Call slots of a key live in `{prefix}:slots:{app:shop}:*` (one hash tag, so
+one script may touch them all): `leases` (ZSET lease -> expiry ms), `queue`
+(ZSET waiter -> ticket), `seen` (ZSET waiter -> last ask ms) and `ticket` (a
+counter). The scripts read the time from Redis (TIME), so processes on hosts
+with skewed clocks agree on when a lease has expired.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +27,7 @@ from redis.exceptions import RedisError
 
 from authproxy.errors import StoreUnavailable
 from authproxy.models import TokenKey, TokenRecord
+from authproxy.store import SLOT_WAITER_TTL
 from authproxy.store.codec import decode, encode
 
 # KEYS[1] record; ARGV[1] expected version (-1: any); ARGV[2] data -> new version or -1
@@ -40,7 +48,64 @@ end
 return 0
 """
 
+NOW_MS = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+# KEYS leases, queue, seen, ticket; ARGV[1] lease, ARGV[2] limit, ARGV[3] ttl ms,
+# ARGV[4] waiter ttl ms -> 1 taken, 0 queued
+ACQUIRE_SLOT = (
+    NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
+for _, waiter in ipairs(gone) do
+  redis.call('ZREM', KEYS[2], waiter)
+  redis.call('ZREM', KEYS[3], waiter)
+end
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+local ahead = redis.call('ZRANK', KEYS[2], ARGV[1])
+if not ahead then
+  ahead = redis.call('ZCARD', KEYS[2])
+end
+if ahead < free then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+end
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+for i = 2, 4 do
+  redis.call('PEXPIRE', KEYS[i], ARGV[4])
+end
+return 0
+"""
+)
+
+# KEYS leases; ARGV[1] lease, ARGV[2] ttl ms -> 1 renewed, 0 expired
+RENEW_SLOT = (
+    NOW_MS
+    + """
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expiry or tonumber(expiry) <= now then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+)
+
 POLL_FIRST, POLL_MAX = 0.01, 0.25
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
 
 
 @asynccontextmanager
@@ -136,6 +201,27 @@ class RedisStore:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 1.5, POLL_MAX)
         return True
+
+    def _slot_names(self, key: TokenKey) -> list[str]:
+        head = f"{self.prefix}:slots:{{{key.app}:{key.shop}}}:"
+        return [head + part for part in ("leases", "queue", "seen", "ticket")]
+
+    async def acquire_slot(self, key: TokenKey, lease: str, limit: int, ttl: float) -> bool:
+        args: list[str | int] = [lease, limit, _ms(ttl), _ms(SLOT_WAITER_TTL)]
+        async with _reachable():
+            return bool(await self.client.eval(ACQUIRE_SLOT, 4, *self._slot_names(key), *args))
+
+    async def renew_slot(self, key: TokenKey, lease: str, ttl: float) -> bool:
+        leases = self._slot_names(key)[0]
+        async with _reachable():
+            return bool(await self.client.eval(RENEW_SLOT, 1, leases, lease, _ms(ttl)))
+
+    async def release_slot(self, key: TokenKey, lease: str) -> None:
+        leases, queue, seen, _ = self._slot_names(key)
+        async with _reachable(), self.client.pipeline(transaction=False) as pipe:
+            for name in (leases, queue, seen):
+                pipe.zrem(name, lease)
+            await pipe.execute()
 
     async def ping(self) -> None:
         async with _reachable():
