@@ -18,6 +18,7 @@ from authproxy.authorize import STATE_LIFETIME, verify_state
 from authproxy.models import TokenKey, TokenRecord, TokenStatus
 from authproxy.sandbox.amazon import AmazonSandbox
 from authproxy.sandbox.shopee import ShopeeSandbox
+from authproxy.sandbox.shoptet import ShoptetSandbox
 from authproxy.sandbox.tiktok import TikTokSandbox
 from authproxy.settings import Settings
 from authproxy.store import ANY_VERSION
@@ -31,6 +32,7 @@ REDIRECT = "https://app.example/amazon/callback"
 STATE_SECRET = "cli-state-secret-0123456789"
 SP_PARTNER, SP_KEY = 2001887, "shpk-cli-partner-key-never-shown"
 SP_REDIRECT = "https://app.example/shopee/callback?from=authproxy"
+ST_ID, ST_SECRET, ST_INSTALL = "addon-cli", "addon-secret-never-shown", "https://addon.example/install"
 ORDERS = "/orders/v0/orders?MarketplaceIds=ATVPDKIKX0DER"
 TT_ORDERS = "/order/202309/orders"
 
@@ -70,6 +72,7 @@ class Rig:
     amazon: AmazonSandbox
     tiktok: TikTokSandbox
     shopee: ShopeeSandbox
+    shoptet: ShoptetSandbox
     apps: dict[str, Any]
     server: dict[str, Any]
     config: Path
@@ -87,6 +90,8 @@ class Rig:
 async def rig_for(serve: Any, shared_redis: Any, tmp_path: Path, **server: Any) -> Rig:
     amazon, tiktok = AmazonSandbox(AMZ_ID, AMZ_SECRET), TikTokSandbox(TT_KEY, TT_SECRET)
     shopee = ShopeeSandbox(SP_PARTNER, SP_KEY)
+    shoptet = ShoptetSandbox(ST_ID, ST_SECRET, redirect_uri=ST_INSTALL)
+    st_url = str((await serve(shoptet.app())).make_url("")).rstrip("/")
     amz_url = str((await serve(amazon.app())).make_url("")).rstrip("/")
     tt_url = str((await serve(tiktok.app())).make_url("")).rstrip("/")
     sp_url = str((await serve(shopee.app())).make_url("")).rstrip("/")
@@ -109,6 +114,14 @@ async def rig_for(serve: Any, shared_redis: Any, tmp_path: Path, **server: Any) 
             "shops": {"cli1": {"shop_cipher": CIPHER}},
         },
         "sp": {"platform": "shopee", "base_url": sp_url, "partner_id": SP_PARTNER, "partner_key": SP_KEY},
+        "st": {
+            "platform": "shoptet",
+            "base_url": st_url,
+            "auth_url": st_url,
+            "client_id": ST_ID,
+            "client_secret": ST_SECRET,
+            "redirect_uri": ST_INSTALL,
+        },
         "crm": {
             "platform": "oauth2",
             "base_url": "https://api.example",
@@ -119,7 +132,7 @@ async def rig_for(serve: Any, shared_redis: Any, tmp_path: Path, **server: Any) 
     server = {"store_url": shared_redis.url, "key_prefix": shared_redis.prefix, **server}
     config = tmp_path / "authproxy.toml"
     config.write_text(to_toml({"server": server, "apps": apps}))
-    return Rig(amazon, tiktok, shopee, apps, server, config, shared_store(shared_redis))
+    return Rig(amazon, tiktok, shopee, shoptet, apps, server, config, shared_store(shared_redis))
 
 
 @pytest.fixture
@@ -214,10 +227,34 @@ async def test_shopee_main_account_code_stores_every_shop_and_merchant(rig, prox
     assert rig.shopee.stats.token_calls == 1
 
 
+async def test_shoptet_install_code_becomes_the_oauth_token_then_a_proxied_call(rig, proxy_client):
+    code = rig.shoptet.install_code(222651)
+    done = await cli("authorize", "st", "222651", "--code", code, config=rig.config)
+    assert done.returncode == 0, done.stderr
+    token = (await rig.record("st", "222651")).token
+    assert token is not None and token.refresh_token in rig.shoptet.oauth_tokens  # the permanent OAuth token
+    assert token.extra["eshop_id"] == "222651" and "eshop_id: 222651" in done.stdout
+    for secret in (token.refresh_token, ST_SECRET, code):
+        assert secret not in done.output
+    client = await proxy_client(rig.settings(), rig.store)
+    reply = await client.get("/st/222651/api/eshop")
+    body = await reply.json()
+    assert reply.status == 200, body
+    assert body["eshopId"] == 222651
+    # the install exchange, then the first 30-minute API token; none for a second call
+    assert rig.shoptet.stats.token_calls == 2
+    assert (await client.get("/st/222651/api/products")).status == 200
+    assert rig.shoptet.stats.token_calls == 2
+    again = await cli("authorize", "st", "222651", "--code", code, config=rig.config)
+    assert again.returncode == 1 and "refused the code" in again.stderr and code not in again.output
+
+
 async def test_platforms_without_a_consent_link_exit_2(rig):
     done = await cli("authorize-url", "crm", config=rig.config)
     assert done.returncode == 2
     assert "oauth2 has no seller consent link" in done.stderr and "Traceback" not in done.output
+    shoptet = await cli("authorize-url", "st", config=rig.config)
+    assert shoptet.returncode == 2 and "shoptet has no consent link" in shoptet.stderr
     unknown = await cli("authorize-url", "nope", config=rig.config)
     assert unknown.returncode == 2 and "no app named 'nope'" in unknown.stderr
 
