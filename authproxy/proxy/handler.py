@@ -222,7 +222,8 @@ async def _stream_back(request: web.Request, upstream: Upstream, exchange: Excha
     response = upstream.response
     out = web.StreamResponse(status=response.status, reason=response.reason)
     for name, value in response_headers(response.headers.items()):
-        out.headers.add(name, value)
+        # the platform's own request id (Shoptet, Amazon...) stays readable beside ours
+        out.headers.add("X-Upstream-Request-Id" if name.lower() == "x-request-id" else name, value)
     out.headers["X-Request-Id"] = exchange.request_id
     if exchange.replayed:
         out.headers["X-AuthProxy-Retried"] = "1"

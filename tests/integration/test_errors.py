@@ -188,7 +188,13 @@ async def test_headers_both_ways(serve, proxy_client, clock):
         seen.update(request.headers)
         return web.Response(
             text="ok",
-            headers={"Connection": "close, X-Hop", "X-Hop": "1", "Keep-Alive": "timeout=5", "X-Kept": "yes"},
+            headers={
+                "Connection": "close, X-Hop",
+                "X-Hop": "1",
+                "Keep-Alive": "timeout=5",
+                "X-Kept": "yes",
+                "X-Request-Id": "platform-7",
+            },
         )
 
     api = web.Application()
@@ -225,6 +231,7 @@ async def test_headers_both_ways(serve, proxy_client, clock):
         assert gone not in seen
     assert seen["X-Custom"] == "kept" and seen["X-Request-Id"] == "req-123"
     assert reply.headers["X-Request-Id"] == "req-123"
+    assert reply.headers["X-Upstream-Request-Id"] == "platform-7"
     assert reply.headers["X-Kept"] == "yes"
     assert "X-Hop" not in reply.headers and "Keep-Alive" not in reply.headers
 
