@@ -17,6 +17,7 @@
         ├── UpstreamTimeout         504 upstream_timeout
         ├── UpstreamBusy            503 upstream_busy (+Retry-After): per-token call cap full
         └── UnauthorizedClient      401 unauthorized_client
+    (a bug anywhere else is answered as ProxyError itself: 500 internal_error)
 
 `RefreshRejected`/`RefreshError` are what the pure platform modules raise
 when parsing a token answer; the token provider turns them into

@@ -279,3 +279,23 @@ async def test_client_going_away_does_not_cancel_the_refresh(gfg, proxy_client, 
     reply = await client.get("/gfg/s1/v2/x")
     assert reply.status == 200
     assert sandbox.stats.token_calls == 1
+
+
+async def test_a_bug_is_answered_as_problem_json_and_logged_without_secrets(gfg, proxy_client, clock, logs):
+    from authproxy.platforms.sellercenter import SellerCenter
+    from authproxy.state import STATE
+
+    sandbox, app = gfg
+
+    class Broken(SellerCenter):
+        def apply_auth(self, shop, request, token, now):
+            raise RuntimeError(f"boom with {token.access_token}")
+
+    client = await proxy_client(settings_for({"gfg": app}), _memory(), clock)
+    state = client.server.app[STATE]
+    state.platforms["gfg"] = Broken(state.settings.apps["gfg"])
+    reply = await client.get("/gfg/s1/v2/x")
+    assert_problem(reply, await reply.json(), 500, "internal_error")
+    assert "unexpected RuntimeError" in logs.text()
+    assert sandbox.book.access  # a token was issued, and its value is in the message only
+    assert not any(token in logs.text() for token in sandbox.book.access)
