@@ -19,6 +19,7 @@
         ├── UnauthorizedClient      401 unauthorized_client
         ├── BadState                400 bad_state (OAuth callback)
         └── AuthorizationFailed     400 authorization_failed (OAuth callback)
+    (a bug anywhere else is answered as ProxyError itself: 500 internal_error)
 
 `RefreshRejected`/`RefreshError` are what the pure platform modules raise
 when parsing a token answer; the token provider turns them into

@@ -7,11 +7,11 @@
 5. compare-and-set write          (`_save`, before anything else happens)
 6. rejected refresh               (`_rejected`: adopt a newer token or mark the shop)
 7. failed refresh                 (`_failed`: per-shop backoff; a valid token is kept)
-8. proactive refresh with jitter  (`_refresh_point`, refreshed in the background)
+8. proactive refresh with jitter  (`TokenCache.refresh_point`, refreshed in the background)
 9. replay rule                    (`after_rejection`: refresh only if the sent token is stored)
 
 The hot path is one store read at most, and none while the token is cached
-in this process and not near its refresh point.
+in this process (token_cache.py) and not near its refresh point.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import dataclasses
 import logging
 import math
 import random
-from dataclasses import dataclass
 
 import aiohttp
 
@@ -48,19 +47,13 @@ from authproxy.models import (
 from authproxy.platforms import Platform
 from authproxy.settings import ServerSettings
 from authproxy.store import TokenStore
+from authproxy.token_cache import TokenCache
 
 log = logging.getLogger("authproxy.tokens")
 TOKEN_REPLY_LIMIT = 1024 * 1024
 SAVE_ATTEMPTS = 5
 #: set in a request's context when it waited for a refresh (for its log line)
 refreshed_here: contextvars.ContextVar[bool] = contextvars.ContextVar("refreshed", default=False)
-
-
-@dataclass(frozen=True)
-class Cached:
-    record: TokenRecord
-    loaded_at: float  # event-loop time
-    refresh_at: float  # wall clock: when to start a proactive refresh
 
 
 class TokenProvider:
@@ -77,7 +70,7 @@ class TokenProvider:
         self.server = server
         self.clock = clock
         self.metrics = metrics
-        self._cache: dict[TokenKey, Cached] = {}
+        self.cache = TokenCache(server, lambda key, at: metrics.token_expiry(key.app, key.shop, at))
         self._flights: dict[TokenKey, asyncio.Task[Token]] = {}
         self._reads: dict[TokenKey, asyncio.Task[TokenRecord | None]] = {}
 
@@ -86,10 +79,8 @@ class TokenProvider:
     async def current(self, key: TokenKey, platform: Platform) -> Token:
         """The token to send now, refreshing first only when it is unusable."""
         now = self.clock.now()
-        cached = self._cache.get(key)
-        if cached is not None and self._is_fresh(cached, now):
-            token = cached.record.token
-            assert token is not None
+        token = self.cache.fresh(key, now)
+        if token is not None:
             return token
         record = await self._load(key, shared=True)
         return await self._decide(key, platform, record, now)
@@ -111,21 +102,7 @@ class TokenProvider:
         while self._flights:
             await asyncio.gather(*self._flights.values(), return_exceptions=True)
 
-    def forget(self, key: TokenKey) -> None:
-        self._cache.pop(key, None)
-
     # -- reading --------------------------------------------------------------------------
-
-    def _is_fresh(self, cached: Cached, now: float) -> bool:
-        loop_now = asyncio.get_running_loop().time()
-        token = cached.record.token
-        return (
-            token is not None
-            and cached.record.status is TokenStatus.OK
-            and loop_now - cached.loaded_at < self.server.token_cache_seconds
-            and now < cached.refresh_at
-            and token.is_valid(now)
-        )
 
     async def _load(self, key: TokenKey, *, shared: bool = False) -> TokenRecord | None:
         """Read the record. `shared` (the hot path only): concurrent readers of one
@@ -142,34 +119,8 @@ class TokenProvider:
     async def _read(self, key: TokenKey) -> TokenRecord | None:
         started = asyncio.get_running_loop().time()
         record = await self.store.get(key)
-        self._remember(key, record, read_started=started)
+        self.cache.remember(key, record, read_started=started)
         return record
-
-    def _remember(self, key: TokenKey, record: TokenRecord | None, read_started: float | None = None) -> None:
-        """Cache what was read or written, unless something newer was cached
-        while this read was under way (a slow read must not undo a refresh)."""
-        previous = self._cache.get(key)
-        if read_started is not None and previous is not None and previous.loaded_at > read_started:
-            return
-        if record is None or record.token is None:
-            self._cache.pop(key, None)
-            return
-        if previous is not None and previous.record.token == record.token:
-            refresh_at = previous.refresh_at  # keep this process's jitter for the same token
-        else:
-            refresh_at = self._refresh_point(record.token)
-        loop_now = asyncio.get_running_loop().time()
-        self._cache[key] = Cached(record, loop_now, refresh_at)
-        if record.token.expires_at is not None:
-            self.metrics.token_expiry(key.app, key.shop, record.token.expires_at)
-
-    def _refresh_point(self, token: Token) -> float:
-        """When to refresh ahead of expiry: a fraction of the lifetime, jittered (rule 8)."""
-        if token.expires_at is None:
-            return math.inf
-        lifetime = token.lifetime() or 0.0
-        leeway = min(lifetime * self.server.refresh_before, self.server.refresh_before_max)
-        return token.expires_at - leeway * random.uniform(1.0, 1.5)
 
     async def _decide(
         self, key: TokenKey, platform: Platform, record: TokenRecord | None, now: float
@@ -182,9 +133,7 @@ class TokenProvider:
         token = record.token
         reauthorize = record.status is TokenStatus.NEEDS_REAUTHORIZATION
         if token.is_valid(now):
-            cached = self._cache.get(key)
-            due = cached is not None and now >= cached.refresh_at
-            if due and not reauthorize and now >= record.retry_at:
+            if self.cache.due(key, now) and not reauthorize and now >= record.retry_at:
                 self._refresh_in_background(key, platform, record)
             return token
         if reauthorize:
@@ -273,7 +222,7 @@ class TokenProvider:
         version = record.version if record else 0
         if record is not None and version != seen_version:
             token = self._adopt(key, record)  # rule 3: someone else already did it
-            if token is not None and now < self._refresh_point(token):
+            if token is not None and now < self.cache.refresh_point(token):
                 return token
         if record is not None and record.status is TokenStatus.NEEDS_REAUTHORIZATION:
             raise NeedsReauthorization(self._reauth_detail(key, record))
@@ -323,13 +272,13 @@ class TokenProvider:
                 latest = await self.store.get(key)
                 if _superseded(latest, read):
                     log.warning("token for %s changed while refreshing; keeping the stored one", key)
-                    self._remember(key, latest)
+                    self.cache.remember(key, latest)
                     return self._adopt(key, latest) or token
                 version = await self._put_persistently(key, record, latest.version if latest else 0)
         except StoreUnavailable:
             log.error("could not store the new token for %s; only this process has it", key)
             version = read.version if read else 0
-        self._remember(key, dataclasses.replace(record, version=version or 0))
+        self.cache.remember(key, dataclasses.replace(record, version=version or 0))
         log.info("refreshed token for %s (expires in %s)", key, _expires_in(token, self.clock))
         return token
 
@@ -358,7 +307,7 @@ class TokenProvider:
             last_error=reason,
         )
         await self.store.put(key, marked, expected_version=latest.version if latest else 0)
-        self._cache.pop(key, None)
+        self.cache.forget(key)
         log.warning("shop %s needs re-authorization: %s", key, reason)
         raise NeedsReauthorization(f"shop {key.shop!r} of {key.app!r} must be authorized again: {reason}")
 

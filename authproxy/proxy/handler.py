@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import traceback
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -98,6 +99,14 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         exchange.error = exc.code
         log.debug("%s: %s", exc.code, exc.detail)
         response = _problem(exc, exchange)
+    except Exception as exc:  # a bug: answer it like any error, log where it happened
+        # the frames, not the message: a library's message may quote a URL with a token in it
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("unexpected %s in request %s\n%s", type(exc).__name__, exchange.request_id, frames)
+        exchange.error = "internal_error"
+        response = _problem(
+            ProxyError("authproxy failed unexpectedly; the log names the request id"), exchange
+        )
     exchange.status = response.status
     # only configured apps become label values: a client must not grow the label set
     known_app = exchange.app if exchange.app in state.platforms else None
@@ -222,7 +231,8 @@ async def _stream_back(request: web.Request, upstream: Upstream, exchange: Excha
     response = upstream.response
     out = web.StreamResponse(status=response.status, reason=response.reason)
     for name, value in response_headers(response.headers.items()):
-        out.headers.add(name, value)
+        # the platform's own request id (Shoptet, Amazon...) stays readable beside ours
+        out.headers.add("X-Upstream-Request-Id" if name.lower() == "x-request-id" else name, value)
     out.headers["X-Request-Id"] = exchange.request_id
     if exchange.replayed:
         out.headers["X-AuthProxy-Retried"] = "1"

@@ -188,7 +188,13 @@ async def test_headers_both_ways(serve, proxy_client, clock):
         seen.update(request.headers)
         return web.Response(
             text="ok",
-            headers={"Connection": "close, X-Hop", "X-Hop": "1", "Keep-Alive": "timeout=5", "X-Kept": "yes"},
+            headers={
+                "Connection": "close, X-Hop",
+                "X-Hop": "1",
+                "Keep-Alive": "timeout=5",
+                "X-Kept": "yes",
+                "X-Request-Id": "platform-7",
+            },
         )
 
     api = web.Application()
@@ -225,6 +231,7 @@ async def test_headers_both_ways(serve, proxy_client, clock):
         assert gone not in seen
     assert seen["X-Custom"] == "kept" and seen["X-Request-Id"] == "req-123"
     assert reply.headers["X-Request-Id"] == "req-123"
+    assert reply.headers["X-Upstream-Request-Id"] == "platform-7"
     assert reply.headers["X-Kept"] == "yes"
     assert "X-Hop" not in reply.headers and "Keep-Alive" not in reply.headers
 
@@ -272,3 +279,23 @@ async def test_client_going_away_does_not_cancel_the_refresh(gfg, proxy_client, 
     reply = await client.get("/gfg/s1/v2/x")
     assert reply.status == 200
     assert sandbox.stats.token_calls == 1
+
+
+async def test_a_bug_is_answered_as_problem_json_and_logged_without_secrets(gfg, proxy_client, clock, logs):
+    from authproxy.platforms.sellercenter import SellerCenter
+    from authproxy.state import STATE
+
+    sandbox, app = gfg
+
+    class Broken(SellerCenter):
+        def apply_auth(self, shop, request, token, now):
+            raise RuntimeError(f"boom with {token.access_token}")
+
+    client = await proxy_client(settings_for({"gfg": app}), _memory(), clock)
+    state = client.server.app[STATE]
+    state.platforms["gfg"] = Broken(state.settings.apps["gfg"])
+    reply = await client.get("/gfg/s1/v2/x")
+    assert_problem(reply, await reply.json(), 500, "internal_error")
+    assert "unexpected RuntimeError" in logs.text()
+    assert sandbox.book.access  # a token was issued, and its value is in the message only
+    assert not any(token in logs.text() for token in sandbox.book.access)
