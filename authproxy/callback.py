@@ -92,5 +92,5 @@ async def _authorize(request: web.Request, state: State, app: str) -> list[str]:
     except NotImplementedError as exc:
         raise AuthorizationFailed(str(exc)) from None
     for name in tokens:
-        state.tokens.forget(TokenKey(app, name))
+        state.tokens.cache.forget(TokenKey(app, name))
     return sorted(tokens)
