@@ -61,6 +61,8 @@ GRANTLESS = {
     "grantless:rotation": "sellingpartnerapi::client_credential:rotation",
 }
 TOKEN_HEADER = "x-amz-access-token"
+#: a Restricted Data Token (Tokens API) a client got through the proxy for a PII call
+RDT_PREFIX = "Atz.sprdt|"
 #: words that, after "access token you provided", mean the token (not the app) is bad
 TOKEN_PROBLEMS = ("expired", "revoked", "malformed", "invalid")
 
@@ -78,7 +80,8 @@ def token_rejected(details: str) -> bool:
 
 class Amazon(Platform):
     name = "amazon"
-    credential_headers = frozenset({TOKEN_HEADER, "authorization"})
+    # x-amz-access-token is not stripped up front: apply_auth keeps a client's RDT, replaces the rest
+    credential_headers = frozenset({"authorization"})
 
     def __init__(self, settings: AmazonApp) -> None:
         endpoints = SANDBOX_ENDPOINTS if settings.sandbox else ENDPOINTS
@@ -153,7 +156,9 @@ class Amazon(Platform):
     # -- API calls -------------------------------------------------------------------------
 
     def apply_auth(self, shop: str, request: OutgoingRequest, token: Token, now: float) -> OutgoingRequest:
-        signed = with_header(request, TOKEN_HEADER, token.access_token)
+        sent = request.header(TOKEN_HEADER) or ""
+        access = sent if sent.startswith(RDT_PREFIX) else token.access_token
+        signed = with_header(request, TOKEN_HEADER, access)
         signed = with_header(signed, "x-amz-date", amz_date(now))
         if signed.header("user-agent") is None:
             signed = with_header(signed, "user-agent", self.settings.user_agent)

@@ -277,7 +277,8 @@ def test_apply_auth_keeps_client_user_agent_and_replaces_token() -> None:
 
 
 def test_inbound_credentials_are_declared() -> None:
-    assert {"x-amz-access-token", "authorization"} <= app().credential_headers
+    # x-amz-access-token is judged by apply_auth (an RDT is kept, anything else replaced)
+    assert app().credential_headers == {"authorization"}
 
 
 # -- classification ---------------------------------------------------------------------------
@@ -336,3 +337,17 @@ def test_non_403_is_never_a_token_problem(status: int, details: str) -> None:
 def test_token_rejected_needs_the_phrase(details: str) -> None:
     if "access token you provided" not in details.lower():
         assert not token_rejected(details)
+
+
+def test_a_clients_restricted_data_token_is_kept_any_other_token_replaced() -> None:
+    platform = app()
+    lwa = Token(access_token="Atza|lwa", expires_at=2e9, obtained_at=1e9)
+
+    def sent(header: str | None) -> str | None:
+        headers = (("x-amz-access-token", header),) if header else ()
+        request = OutgoingRequest("GET", "/orders/v0/orders/1/buyerInfo", "", headers)
+        return platform.apply_auth("seller", request, lwa, 1e9).header("x-amz-access-token")
+
+    assert sent("Atz.sprdt|restricted") == "Atz.sprdt|restricted"
+    assert sent("Atza|someone-elses") == "Atza|lwa"
+    assert sent(None) == "Atza|lwa"
