@@ -12,7 +12,6 @@ checks the MAC (constant time), the app and the expiry; nothing is stored.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -23,19 +22,18 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from authproxy.errors import BadState, RefreshError, StoreUnavailable
-from authproxy.models import Clock, HttpReply, HttpRequest, SystemClock, Token, TokenKey, TokenRecord
+from authproxy.errors import BadState
+from authproxy.models import Clock, SystemClock, Token, TokenKey, TokenRecord
 from authproxy.platforms import build_platform
 from authproxy.settings import ServerSettings, Settings
 from authproxy.store import ANY_VERSION, TokenStore
+from authproxy.token_endpoint import call_token_endpoint, put_persistently
 
 log = logging.getLogger("authproxy.authorize")
 CALLBACK_PATH = "/_authproxy/oauth/{app}/callback"
 #: how long a signed state (and so a consent link) stays usable
 STATE_LIFETIME = 20 * 60
 STATE_CONTEXT = b"authproxy oauth state v1\n"
-TOKEN_REPLY_LIMIT = 1024 * 1024
-SAVE_ATTEMPTS = 5
 
 
 # -- the callback's state (pure) ------------------------------------------------------------
@@ -118,45 +116,12 @@ async def exchange_code(
     the_clock = clock or SystemClock()
     platform = build_platform(settings.apps[app])
     request = platform.code_request(shop, code, redirect, the_clock.now())
-    reply = await call_token_endpoint(request, settings.server.token_timeout)
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        reply = await call_token_endpoint(session, request, settings.server.token_timeout)
     tokens = platform.parse_code_reply(shop, reply, the_clock.now())
     for name, token in tokens.items():
         record = TokenRecord(token=token, last_refresh=token.obtained_at)
-        await _put_fresh(store, TokenKey(app, name), record)
+        # whatever is stored is replaced: a new grant is what a needs_reauthorization mark waits for
+        await put_persistently(store, TokenKey(app, name), record, ANY_VERSION)
         log.info("authorized %s/%s", app, name, extra={"fields": {"app": app, "shop": name}})
     return tokens
-
-
-async def call_token_endpoint(request: HttpRequest, timeout: float) -> HttpReply:
-    """One call on its own session; failures become RefreshError (no URL: it may hold secrets)."""
-    limit = aiohttp.ClientTimeout(total=timeout)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=limit, trust_env=False) as session,
-            session.request(
-                request.method,
-                request.url,
-                headers=dict(request.headers),
-                data=request.body,
-                allow_redirects=False,
-            ) as response,
-        ):
-            body = await response.content.read(TOKEN_REPLY_LIMIT)
-            return HttpReply(response.status, dict(response.headers), body)
-    except TimeoutError:
-        raise RefreshError("token endpoint timed out") from None
-    except aiohttp.ClientError as exc:
-        raise RefreshError(f"token endpoint unreachable ({type(exc).__name__})") from None
-
-
-async def _put_fresh(store: TokenStore, key: TokenKey, record: TokenRecord) -> None:
-    """Write whatever is stored over; ride out a short outage (the code cannot be reused)."""
-    delay = 0.05
-    for _ in range(SAVE_ATTEMPTS - 1):
-        try:
-            await store.put(key, record, expected_version=ANY_VERSION)
-            return
-        except StoreUnavailable:
-            await asyncio.sleep(delay)
-            delay *= 2
-    await store.put(key, record, expected_version=ANY_VERSION)

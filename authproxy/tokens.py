@@ -37,8 +37,6 @@ from authproxy.errors import (
 from authproxy.metrics import Metrics
 from authproxy.models import (
     Clock,
-    HttpReply,
-    HttpRequest,
     Token,
     TokenKey,
     TokenRecord,
@@ -48,10 +46,9 @@ from authproxy.platforms import Platform
 from authproxy.settings import ServerSettings
 from authproxy.store import TokenStore
 from authproxy.token_cache import TokenCache
+from authproxy.token_endpoint import call_token_endpoint, put_persistently
 
 log = logging.getLogger("authproxy.tokens")
-TOKEN_REPLY_LIMIT = 1024 * 1024
-SAVE_ATTEMPTS = 5
 #: set in a request's context when it waited for a refresh (for its log line)
 refreshed_here: contextvars.ContextVar[bool] = contextvars.ContextVar("refreshed", default=False)
 
@@ -232,7 +229,7 @@ class TokenProvider:
         if request is None:
             raise self._no_token(key, platform, record)
         try:
-            reply = await self._call(request)
+            reply = await call_token_endpoint(self.session, request, self.server.token_timeout)
             token = platform.parse_token(key.shop, reply, current, self.clock.now())
         except RefreshRejected as exc:
             self.metrics.refresh(key.app, "rejected")
@@ -243,55 +240,26 @@ class TokenProvider:
         self.metrics.refresh(key.app, "ok")
         return await self._save(key, record, token)
 
-    async def _call(self, request: HttpRequest) -> HttpReply:
-        timeout = aiohttp.ClientTimeout(total=self.server.token_timeout)
-        try:
-            async with self.session.request(
-                request.method,
-                request.url,
-                headers=dict(request.headers),
-                data=request.body,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                body = await response.content.read(TOKEN_REPLY_LIMIT)
-                return HttpReply(response.status, dict(response.headers), body)
-        except TimeoutError:
-            raise RefreshError("token endpoint timed out") from None
-        except aiohttp.ClientError as exc:
-            raise RefreshError(f"token endpoint unreachable ({type(exc).__name__})") from None
-
     # -- writing the outcome ----------------------------------------------------------------
 
     async def _save(self, key: TokenKey, read: TokenRecord | None, token: Token) -> Token:
         """Write the new token at once (rule 5); a rotated refresh token must not be lost."""
         record = TokenRecord(token=token, last_refresh=token.obtained_at)
         try:
-            version = await self._put_persistently(key, record, read.version if read else 0)
+            version = await put_persistently(self.store, key, record, read.version if read else 0)
             if version is None:  # our lock expired and someone wrote meanwhile
                 latest = await self.store.get(key)
                 if _superseded(latest, read):
                     log.warning("token for %s changed while refreshing; keeping the stored one", key)
                     self.cache.remember(key, latest)
                     return self._adopt(key, latest) or token
-                version = await self._put_persistently(key, record, latest.version if latest else 0)
+                version = await put_persistently(self.store, key, record, latest.version if latest else 0)
         except StoreUnavailable:
             log.error("could not store the new token for %s; only this process has it", key)
             version = read.version if read else 0
         self.cache.remember(key, dataclasses.replace(record, version=version or 0))
         log.info("refreshed token for %s (expires in %s)", key, _expires_in(token, self.clock))
         return token
-
-    async def _put_persistently(self, key: TokenKey, record: TokenRecord, expected: int) -> int | None:
-        """Compare-and-set, riding out a short store outage (the token exists nowhere else)."""
-        delay = 0.05
-        for _ in range(SAVE_ATTEMPTS - 1):
-            try:
-                return await self.store.put(key, record, expected_version=expected)
-            except StoreUnavailable:
-                await asyncio.sleep(delay)
-                delay *= 2
-        return await self.store.put(key, record, expected_version=expected)
 
     async def _rejected(self, key: TokenKey, read: TokenRecord | None, reason: str) -> Token:
         """Rule 6: adopt a token another worker rotated, else mark the shop."""
