@@ -1,4 +1,4 @@
-"""The production store: Redis (standalone, Sentinel-fronted or a managed one).
+"""The production store: Redis (standalone or managed; redis://, rediss://, unix://).
 
 Each record is a hash `{prefix}:token:{app}:{shop}` holding `v` (version) and
 `data` (JSON). Writes are compare-and-set in Lua; locks are owner-token locks
