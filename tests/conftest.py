@@ -164,6 +164,28 @@ def logs() -> Iterator[LogCapture]:
     root.setLevel(old_level)
 
 
+def url_of(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+def oauth2_app(
+    base: str, seed: str | None = None, *, client_secret: str = "csecret", **extra: Any
+) -> dict[str, Any]:
+    """An [apps.X] table for the OAuth2 sandbox at `base` (client "cid"); shop "acme" when seeded."""
+    app: dict[str, Any] = {
+        "platform": "oauth2",
+        "base_url": base,
+        "token_url": base + "/oauth/token",
+        "grant_type": "refresh_token" if seed else "client_credentials",
+        "client_id": "cid",
+        "client_secret": client_secret,
+        **extra,
+    }
+    if seed:
+        app["shops"] = {"acme": {"refresh_token": seed}}
+    return app
+
+
 def settings_for(apps: dict[str, Any], **server: Any) -> Settings:
     return Settings(server={"store_url": "memory://", **server}, apps=apps)
 

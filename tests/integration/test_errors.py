@@ -13,7 +13,7 @@ from yarl import URL
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.redis import RedisStore
-from tests.conftest import settings_for
+from tests.conftest import oauth2_app, settings_for
 from tests.procs import free_port
 
 SECRET = "gfg-app-secret-9f8e7d"
@@ -151,15 +151,7 @@ async def test_token_endpoint_down_hanging_or_refusing(gfg, proxy_client, clock,
 async def test_invalid_grant_answers_needs_reauthorization(serve, proxy_client, clock):
     sandbox = OAuth2Sandbox("cid", "csecret", clock=clock)
     base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
-    app = {
-        "platform": "oauth2",
-        "base_url": base,
-        "token_url": base + "/oauth/token",
-        "grant_type": "refresh_token",
-        "client_id": "cid",
-        "client_secret": "csecret",
-        "shops": {"acme": {"refresh_token": "never-issued"}},
-    }
+    app = oauth2_app(base, "never-issued")
     client = await proxy_client(settings_for({"crm": app}), _memory(), clock)
     reply = await client.get("/crm/acme/api/x")
     assert_problem(reply, await reply.json(), 401, "needs_reauthorization")

@@ -18,7 +18,7 @@ from authproxy.logs import JsonFormatter, TextFormatter
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.memory import MemoryStore
-from tests.conftest import settings_for
+from tests.conftest import oauth2_app, settings_for
 
 SECRET_QUERY = "limit=5&access_token=tok-SECRET-1&sign=sig-SECRET-2"
 
@@ -83,13 +83,7 @@ async def test_one_record_per_request_in_json_and_text(serve, proxy_client, cloc
 async def test_a_replayed_request_says_so(serve, proxy_client, clock, access):
     sandbox = OAuth2Sandbox("cid", "csecret", clock=clock)
     base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
-    app = {
-        "platform": "oauth2",
-        "base_url": base,
-        "token_url": base + "/oauth/token",
-        "client_id": "cid",
-        "client_secret": "csecret",
-    }
+    app = oauth2_app(base)
     client = await proxy_client(settings_for({"crm": app}), MemoryStore(), clock)
     assert (await client.get("/crm/acme/api/contacts")).status == 200
     sandbox.book.expire_all()

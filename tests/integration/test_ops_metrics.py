@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
-from tests.conftest import settings_for
+from tests.conftest import oauth2_app, settings_for
 from tests.procs import ROOT, free_port, to_toml
 
 LIFETIME = 3600.0
@@ -87,15 +87,7 @@ async def test_requests_latency_refresh_lock_and_expiry(serve, proxy_client, sto
 async def test_a_replay_and_its_refresh(serve, proxy_client, stores, clock):
     sandbox = OAuth2Sandbox("cid", "csecret", clock=clock, lifetime=LIFETIME)
     base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
-    app = {
-        "platform": "oauth2",
-        "base_url": base,
-        "token_url": base + "/oauth/token",
-        "grant_type": "refresh_token",
-        "client_id": "cid",
-        "client_secret": "csecret",
-        "shops": {"acme": {"refresh_token": sandbox.seed_refresh_token()}},
-    }
+    app = oauth2_app(base, sandbox.seed_refresh_token())
     client = await proxy_client(settings_for({"crm": app}), stores.make(), clock)
     assert (await client.get("/crm/acme/api/contacts")).status == 200
     sandbox.book.expire_all()  # revoked upstream; by its own expiry the token still looks good
@@ -113,15 +105,7 @@ async def test_failed_and_rejected_refreshes(serve, proxy_client, stores, clock)
     sandbox, base = await sellercenter(serve, clock)
     oauth = OAuth2Sandbox("cid", "csecret", clock=clock)
     oauth_base = str((await serve(oauth.app())).make_url("")).rstrip("/")
-    crm = {
-        "platform": "oauth2",
-        "base_url": oauth_base,
-        "token_url": oauth_base + "/oauth/token",
-        "grant_type": "refresh_token",
-        "client_id": "cid",
-        "client_secret": "csecret",
-        "shops": {"acme": {"refresh_token": oauth.seed_refresh_token()}},
-    }
+    crm = oauth2_app(oauth_base, oauth.seed_refresh_token())
     settings = settings_for({"gfg": gfg(base), "crm": crm})
     client = await proxy_client(settings, stores.make(), clock)
     assert (await client.get("/gfg/shop1/v2/orders")).status == 200

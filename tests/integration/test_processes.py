@@ -9,7 +9,7 @@ import aiohttp
 from authproxy.models import Token, TokenKey, TokenRecord
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
-from tests.conftest import shared_store
+from tests.conftest import oauth2_app, shared_store
 from tests.procs import proxy_processes
 
 
@@ -57,17 +57,7 @@ async def test_rotating_refresh_tokens_20_cycles_across_processes(serve, shared_
     upstream = await serve(sandbox.app())
     base = str(upstream.make_url("")).rstrip("/")
     seed = sandbox.seed_refresh_token()
-    apps = {
-        "crm": {
-            "platform": "oauth2",
-            "base_url": base,
-            "token_url": base + "/oauth/token",
-            "grant_type": "refresh_token",
-            "client_id": "cid",
-            "client_secret": "csecret",
-            "shops": {"acme": {"refresh_token": seed}},
-        }
-    }
+    apps = {"crm": oauth2_app(base, seed)}
     async with proxy_processes(apps, shared_redis, tmp_path, count=2) as procs:
         urls = [p.url for p in procs]
         for _ in range(20):

@@ -13,22 +13,12 @@ from authproxy.models import TokenKey
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.state import STATE
+from tests.conftest import oauth2_app as shared_oauth2_app
 from tests.conftest import settings_for
 
 
 def oauth2_app(base: str, seed: str | None = None, **extra: object) -> dict[str, object]:
-    app: dict[str, object] = {
-        "platform": "oauth2",
-        "base_url": base,
-        "token_url": base + "/oauth/token",
-        "grant_type": "refresh_token" if seed else "client_credentials",
-        "client_id": "cid",
-        "client_secret": "csecret-do-not-log",
-        **extra,
-    }
-    if seed:
-        app["shops"] = {"acme": {"refresh_token": seed}}
-    return app
+    return shared_oauth2_app(base, seed, client_secret="csecret-do-not-log", **extra)
 
 
 async def start_oauth2(serve, clock, rotate=True):
