@@ -22,7 +22,7 @@ from authproxy.sandbox.shoptet import ShoptetSandbox
 from authproxy.sandbox.tiktok import TikTokSandbox
 from authproxy.settings import Settings
 from authproxy.store import ANY_VERSION
-from tests.conftest import shared_store
+from tests.conftest import shared_store, url_of
 from tests.procs import ROOT, to_toml
 
 AMZ_ID, AMZ_SECRET = "amzn1.application-oa2-client.cli", "amzn1.oa2-cs.v1.cli-secret-never-shown"
@@ -91,10 +91,10 @@ async def rig_for(serve: Any, shared_redis: Any, tmp_path: Path, **server: Any) 
     amazon, tiktok = AmazonSandbox(AMZ_ID, AMZ_SECRET), TikTokSandbox(TT_KEY, TT_SECRET)
     shopee = ShopeeSandbox(SP_PARTNER, SP_KEY)
     shoptet = ShoptetSandbox(ST_ID, ST_SECRET, redirect_uri=ST_INSTALL)
-    st_url = str((await serve(shoptet.app())).make_url("")).rstrip("/")
-    amz_url = str((await serve(amazon.app())).make_url("")).rstrip("/")
-    tt_url = str((await serve(tiktok.app())).make_url("")).rstrip("/")
-    sp_url = str((await serve(shopee.app())).make_url("")).rstrip("/")
+    st_url = url_of(await serve(shoptet.app()))
+    amz_url = url_of(await serve(amazon.app()))
+    tt_url = url_of(await serve(tiktok.app()))
+    sp_url = url_of(await serve(shopee.app()))
     apps = {
         "amz": {
             "platform": "amazon",

@@ -19,6 +19,7 @@ from authproxy.sandbox.shopee import ShopeeSandbox
 from authproxy.sandbox.tiktok import TikTokSandbox
 from authproxy.settings import Settings
 from authproxy.store import ANY_VERSION, TokenStore
+from tests.conftest import url_of
 
 AMZ_ID, AMZ_SECRET = "amzn1.application-oa2-client.cb", "amzn1.oa2-cs.v1.cb-secret"
 TT_KEY, TT_SECRET, CIPHER = "tt-key", "tt-secret", "ROW_cb1"
@@ -72,9 +73,9 @@ async def make_rig(serve, proxy_client, store, clock, *, public: bool = True, **
     amazon = AmazonSandbox(AMZ_ID, AMZ_SECRET, clock=clock)
     tiktok = TikTokSandbox(TT_KEY, TT_SECRET, clock=clock, shop_ciphers=(CIPHER,))
     shopee = ShopeeSandbox(SP_PARTNER, SP_KEY, clock=clock)
-    sp = str((await serve(shopee.app())).make_url("")).rstrip("/")
-    amz = str((await serve(amazon.app())).make_url("")).rstrip("/")
-    tt = str((await serve(tiktok.app())).make_url("")).rstrip("/")
+    sp = url_of(await serve(shopee.app()))
+    amz = url_of(await serve(amazon.app()))
+    tt = url_of(await serve(tiktok.app()))
     apps = {
         "amz": {
             "platform": "amazon",

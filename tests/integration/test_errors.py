@@ -13,7 +13,7 @@ from yarl import URL
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.redis import RedisStore
-from tests.conftest import oauth2_app, settings_for
+from tests.conftest import oauth2_app, settings_for, url_of
 from tests.procs import free_port
 
 SECRET = "gfg-app-secret-9f8e7d"
@@ -22,7 +22,7 @@ SECRET = "gfg-app-secret-9f8e7d"
 @pytest.fixture
 async def gfg(serve, clock):
     sandbox = SellerCenterSandbox({"app-1": SECRET}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     return sandbox, {
         "platform": "sellercenter",
         "base_url": base,
@@ -108,7 +108,7 @@ async def test_oversized_bodies_get_413(gfg, proxy_client, clock):
 
 async def test_upstream_down_and_upstream_timeout(serve, proxy_client, clock):
     sandbox = SellerCenterSandbox({"app-1": SECRET}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     dead = f"http://127.0.0.1:{free_port()}"
     apps = {
         "down": {
@@ -150,7 +150,7 @@ async def test_token_endpoint_down_hanging_or_refusing(gfg, proxy_client, clock,
 
 async def test_invalid_grant_answers_needs_reauthorization(serve, proxy_client, clock):
     sandbox = OAuth2Sandbox("cid", "csecret", clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = oauth2_app(base, "never-issued")
     client = await proxy_client(settings_for({"crm": app}), _memory(), clock)
     reply = await client.get("/crm/acme/api/x")
@@ -191,9 +191,9 @@ async def test_headers_both_ways(serve, proxy_client, clock):
 
     api = web.Application()
     api.router.add_route("*", "/{tail:.*}", upstream)
-    api_base = str((await serve(api)).make_url("")).rstrip("/")
+    api_base = url_of(await serve(api))
     sandbox = OAuth2Sandbox("cid", "csecret", clock=clock)
-    token_base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    token_base = url_of(await serve(sandbox.app()))
     app = {
         "platform": "oauth2",
         "base_url": api_base,

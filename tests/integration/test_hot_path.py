@@ -7,7 +7,7 @@ import asyncio
 from authproxy.models import TokenKey, TokenRecord
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.memory import MemoryStore
-from tests.conftest import settings_for
+from tests.conftest import settings_for, url_of
 
 
 class CountingStore(MemoryStore):
@@ -24,7 +24,7 @@ class CountingStore(MemoryStore):
 
 async def _proxy(serve, proxy_client, clock, **server):
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = {"platform": "sellercenter", "base_url": base, "client_id": "app-1", "client_secret": "secret-1"}
     store = CountingStore()
     client = await proxy_client(settings_for({"gfg": app}, **server), store, clock)

@@ -7,6 +7,7 @@ from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.settings import Settings
 from authproxy.store.memory import MemoryStore
 from authproxy.store.redis import RedisStore
+from tests.conftest import url_of
 from tests.procs import free_port
 
 GFG_SECRET = "gfg-secret-Zq81"
@@ -17,9 +18,9 @@ CLIENT_KEY = "client-key-Xx99aa"
 
 async def test_no_secret_in_logs_or_error_bodies(serve, proxy_client, clock, logs):
     gfg = SellerCenterSandbox({"app-1": GFG_SECRET}, clock=clock)
-    gfg_url = str((await serve(gfg.app())).make_url("")).rstrip("/")
+    gfg_url = url_of(await serve(gfg.app()))
     oauth = OAuth2Sandbox("cid", OAUTH_SECRET, clock=clock)
-    oauth_url = str((await serve(oauth.app())).make_url("")).rstrip("/")
+    oauth_url = url_of(await serve(oauth.app()))
     dead = f"http://127.0.0.1:{free_port()}"
     apps = {
         "gfg": {

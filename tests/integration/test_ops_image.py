@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
-from tests.conftest import REQUIRE_REDIS
+from tests.conftest import REQUIRE_REDIS, url_of
 from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -188,7 +188,7 @@ async def _healthy(command: list[str], env: dict[str, str], process: subprocess.
 
 async def test_image_command_serves_the_compose_configuration(serve, shared_redis, tmp_path):
     sandbox = SellerCenterSandbox({"demo-client": "demo-secret"})
-    upstream = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    upstream = url_of(await serve(sandbox.app()))
     port = free_port()
     env = image_environment(
         GFG_CLIENT_SECRET="demo-secret",  # compose's default

@@ -18,7 +18,7 @@ from authproxy.logs import JsonFormatter, TextFormatter
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.memory import MemoryStore
-from tests.conftest import oauth2_app, settings_for
+from tests.conftest import oauth2_app, settings_for, url_of
 
 SECRET_QUERY = "limit=5&access_token=tok-SECRET-1&sign=sig-SECRET-2"
 
@@ -46,7 +46,7 @@ def access() -> Iterator[list[logging.LogRecord]]:
 
 async def gfg_client(serve, proxy_client, clock):
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = {"platform": "sellercenter", "base_url": base, "client_id": "app-1", "client_secret": "secret-1"}
     return sandbox, await proxy_client(settings_for({"gfg": app}), MemoryStore(), clock)
 
@@ -82,7 +82,7 @@ async def test_one_record_per_request_in_json_and_text(serve, proxy_client, cloc
 
 async def test_a_replayed_request_says_so(serve, proxy_client, clock, access):
     sandbox = OAuth2Sandbox("cid", "csecret", clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = oauth2_app(base)
     client = await proxy_client(settings_for({"crm": app}), MemoryStore(), clock)
     assert (await client.get("/crm/acme/api/contacts")).status == 200

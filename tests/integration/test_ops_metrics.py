@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
-from tests.conftest import oauth2_app, settings_for
+from tests.conftest import oauth2_app, settings_for, url_of
 from tests.procs import ROOT, free_port, to_toml
 
 LIFETIME = 3600.0
@@ -56,7 +56,7 @@ def gfg(base: str) -> dict[str, Any]:
 
 async def sellercenter(serve, clock) -> tuple[SellerCenterSandbox, str]:
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock, lifetime=LIFETIME)
-    return sandbox, str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    return sandbox, url_of(await serve(sandbox.app()))
 
 
 async def test_requests_latency_refresh_lock_and_expiry(serve, proxy_client, stores, clock):
@@ -86,7 +86,7 @@ async def test_requests_latency_refresh_lock_and_expiry(serve, proxy_client, sto
 
 async def test_a_replay_and_its_refresh(serve, proxy_client, stores, clock):
     sandbox = OAuth2Sandbox("cid", "csecret", clock=clock, lifetime=LIFETIME)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = oauth2_app(base, sandbox.seed_refresh_token())
     client = await proxy_client(settings_for({"crm": app}), stores.make(), clock)
     assert (await client.get("/crm/acme/api/contacts")).status == 200
@@ -104,7 +104,7 @@ async def test_a_replay_and_its_refresh(serve, proxy_client, stores, clock):
 async def test_failed_and_rejected_refreshes(serve, proxy_client, stores, clock):
     sandbox, base = await sellercenter(serve, clock)
     oauth = OAuth2Sandbox("cid", "csecret", clock=clock)
-    oauth_base = str((await serve(oauth.app())).make_url("")).rstrip("/")
+    oauth_base = url_of(await serve(oauth.app()))
     crm = oauth2_app(oauth_base, oauth.seed_refresh_token())
     settings = settings_for({"gfg": gfg(base), "crm": crm})
     client = await proxy_client(settings, stores.make(), clock)
@@ -143,7 +143,7 @@ def metric_files(tmp: Path, kind: str) -> list[Path]:
 
 async def test_two_workers_one_scrape_counts_both(serve, shared_redis, tmp_path):
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, lifetime=LIFETIME)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     config = tmp_path / "authproxy.toml"
     server = {"store_url": shared_redis.url, "key_prefix": shared_redis.prefix, "log_format": "json"}
     config.write_text(to_toml({"server": server, "apps": {"gfg": gfg(base)}}))

@@ -19,7 +19,7 @@ import redis
 
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.redis import RedisStore
-from tests.conftest import REQUIRE_REDIS, settings_for
+from tests.conftest import REQUIRE_REDIS, settings_for, url_of
 from tests.procs import free_port
 
 WITHIN = 15.0
@@ -88,7 +88,7 @@ async def poll(client: Any, path: str, status: int) -> Any:
 
 async def test_readyz_follows_redis_down_and_back(serve, proxy_client, redis_server, clock):
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = {"platform": "sellercenter", "base_url": base, "client_id": "app-1", "client_secret": "secret-1"}
     store = RedisStore.from_url(redis_server.url, "readyz-test")
     try:

@@ -14,7 +14,7 @@ from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.state import STATE
 from tests.conftest import oauth2_app as shared_oauth2_app
-from tests.conftest import settings_for
+from tests.conftest import settings_for, url_of
 
 
 def oauth2_app(base: str, seed: str | None = None, **extra: object) -> dict[str, object]:
@@ -61,7 +61,7 @@ async def test_upstream_that_always_says_invalid_is_called_exactly_twice(serve, 
 
     api = web.Application()
     api.router.add_route("*", "/{tail:.*}", always_401)
-    api_base = str((await serve(api)).make_url("")).rstrip("/")
+    api_base = url_of(await serve(api))
     app = oauth2_app(api_base, token_url=token_base + "/oauth/token")
     client = await proxy_client(settings_for({"crm": app}), stores.make(), clock)
     reply = await client.post("/crm/acme/things", data=b"payload")
@@ -104,7 +104,7 @@ async def test_streamed_body_is_not_replayed(serve, proxy_client, stores, clock)
 
 async def test_concurrent_requests_share_one_refresh(serve, proxy_client, redis_stores, clock):
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = {"platform": "sellercenter", "base_url": base, "client_id": "app-1", "client_secret": "secret-1"}
     settings = settings_for({"gfg": app})
     clients = [await proxy_client(settings, redis_stores.make(), clock) for _ in range(3)]
@@ -119,7 +119,7 @@ async def test_concurrent_requests_share_one_refresh(serve, proxy_client, redis_
 
 async def test_proactive_refresh_happens_before_expiry_in_the_background(serve, proxy_client, stores, clock):
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = {"platform": "sellercenter", "base_url": base, "client_id": "app-1", "client_secret": "secret-1"}
     client = await proxy_client(settings_for({"gfg": app}), stores.make(), clock)
     first = await (await client.get("/gfg/s1/v2/x")).json()
@@ -134,7 +134,7 @@ async def test_proactive_refresh_happens_before_expiry_in_the_background(serve, 
 
 async def test_failed_refresh_backs_off_and_keeps_serving_a_valid_token(serve, proxy_client, stores, clock):
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = {"platform": "sellercenter", "base_url": base, "client_id": "app-1", "client_secret": "secret-1"}
     client = await proxy_client(settings_for({"gfg": app}), stores.make(), clock)
     assert (await client.get("/gfg/s1/v2/x")).status == 200
@@ -176,7 +176,7 @@ async def test_rejected_refresh_marks_the_shop_and_does_not_loop(serve, proxy_cl
 
 async def test_restart_keeps_the_tokens(serve, redis_stores, clock, aiohttp_client):
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = {"platform": "sellercenter", "base_url": base, "client_id": "app-1", "client_secret": "secret-1"}
     settings = settings_for({"gfg": app})
     before = await aiohttp_client(create_app(settings, clock=clock, store=redis_stores.make()))
@@ -190,7 +190,7 @@ async def test_restart_keeps_the_tokens(serve, redis_stores, clock, aiohttp_clie
 
 async def test_lock_holder_that_died_is_taken_over_after_the_ttl(serve, proxy_client, redis_stores, clock):
     sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock)
-    base = str((await serve(sandbox.app())).make_url("")).rstrip("/")
+    base = url_of(await serve(sandbox.app()))
     app = {"platform": "sellercenter", "base_url": base, "client_id": "app-1", "client_secret": "secret-1"}
     settings = settings_for({"gfg": app}, lock_ttl=0.3, token_timeout=0.2)
     store = redis_stores.make()
