@@ -200,3 +200,24 @@ async def test_lock_holder_that_died_is_taken_over_after_the_ttl(serve, proxy_cl
     reply = await client.get("/gfg/s1/v2/x")
     assert reply.status == 200
     assert sandbox.stats.token_calls == 1
+
+
+async def test_a_refresh_held_elsewhere_too_long_answers_refresh_busy(
+    serve, proxy_client, redis_stores, clock
+):
+    sandbox = SellerCenterSandbox({"app-1": "secret-1"}, clock=clock)
+    base = url_of(await serve(sandbox.app()))
+    app = {"platform": "sellercenter", "base_url": base, "client_id": "app-1", "client_secret": "secret-1"}
+    settings = settings_for({"gfg": app}, lock_ttl=0.2, token_timeout=0.1)
+    store = redis_stores.make()
+    holder = store.lock(TokenKey("gfg", "s1"), 30)  # a worker configured with a far longer TTL, stuck
+    assert await holder.acquire()
+    client = await proxy_client(settings, store, clock)
+    reply = await client.get("/gfg/s1/v2/x")
+    problem = await reply.json()
+    assert reply.status == 503 and problem["code"] == "refresh_busy"
+    assert reply.headers["Retry-After"] == "1"
+    assert sandbox.stats.token_calls == 0
+    await holder.release()
+    assert (await client.get("/gfg/s1/v2/x")).status == 200
+    assert sandbox.stats.token_calls == 1
