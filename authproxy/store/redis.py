@@ -113,14 +113,15 @@ async def _reachable() -> AsyncIterator[None]:
     try:
         yield
     except (RedisError, OSError) as exc:
-        raise StoreUnavailable(f"token store unreachable ({type(exc).__name__}: {exc})") from exc
+        # the type only: the client library's message names Redis's host, which callers need not see
+        raise StoreUnavailable(f"token store unreachable ({type(exc).__name__})") from exc
 
 
 class RedisLock:
     """One attempt: a fresh random owner; only that owner can release it."""
 
     def __init__(self, client: aioredis.Redis, name: str, ttl: float) -> None:
-        self.client, self.name, self.ttl_ms = client, name, max(int(ttl * 1000), 1)
+        self.client, self.name, self.ttl_ms = client, name, _ms(ttl)
         self.owner = secrets.token_hex(16)
 
     async def acquire(self) -> bool:
