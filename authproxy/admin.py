@@ -1,80 +1,34 @@
-"""`authproxy tokens ...`, `authorize-url` and `authorize`: the operator's commands.
+"""`authproxy tokens set | delete`, `authorize-url` and `authorize`: the operator's commands.
 
 Everything printed is masked (all but the last 4 characters of a secret).
-`--json` output is for scripts: times are Unix seconds (null: never/none).
+`tokens list | show` are in listing.py. Every token stored here goes through
+the app's ShopTokens, so its events and keep-alive schedule follow.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import secrets
 import sys
 import time
-from typing import Any
 
-from authproxy.authorize import STATE_LIFETIME, callback_url, exchange_code, sign_state
-from authproxy.cli import read_secret
-from authproxy.errors import ConfigError, RefreshError, RefreshRejected
-from authproxy.models import Token, TokenKey, TokenRecord, TokenStatus, mask
+from authproxy.authorize import STATE_LIFETIME, callback_url, sign_state
+from authproxy.errors import RefreshError, RefreshRejected
+from authproxy.events.commands import parse_since
+from authproxy.listing import describe, when
+from authproxy.models import Token, TokenKey, TokenRecord
 from authproxy.platforms import build_platform
 from authproxy.proxy.routing import SHOP_NAME
-from authproxy.settings import AppSettings, Settings
-from authproxy.store import ANY_VERSION, TokenStore, open_store
-
-EXPIRING_WITHIN = 0.1  # of the lifetime: "expiring" in `tokens list`
-
-
-def status_of(record: TokenRecord, now: float) -> str:
-    """ok, expiring, expired, cooling_down or needs_reauthorization."""
-    if record.status is TokenStatus.NEEDS_REAUTHORIZATION:
-        return "needs_reauthorization"
-    if now < record.retry_at:
-        return "cooling_down"
-    token = record.token
-    if token is None or not token.is_valid(now):
-        return "expired"
-    lifetime = token.lifetime()
-    if token.expires_at is not None and lifetime and token.expires_at - now < lifetime * EXPIRING_WITHIN:
-        return "expiring"
-    return "ok"
+from authproxy.runtime import Runtime, open_runtime
+from authproxy.settings import Settings
+from authproxy.tokens.policy import Timing
 
 
-def when(at: float | None, now: float) -> str:
-    if at is None:
-        return "never"
-    seconds = at - now
-    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))
-    span = _span(abs(seconds))
-    return f"{stamp} ({'in ' + span if seconds >= 0 else span + ' ago'})"
-
-
-def _span(seconds: float) -> str:
-    seconds = math.floor(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _store(settings: Settings) -> TokenStore:
-    return open_store(settings.server.store_url, settings.server.key_prefix)
-
-
-def _app(settings: Settings, name: str) -> AppSettings:
-    if name not in settings.apps:
-        raise ConfigError(f"no app named {name!r} in the configuration")
-    return settings.apps[name]
-
-
-def _platform_name(settings: Settings, app: str) -> str | None:
-    found = settings.apps.get(app)
-    return found.platform if found else None
+def read_secret(value: str | None) -> str | None:
+    """A secret given on the command line, or read from stdin when it is '-'."""
+    if value == "-":
+        return sys.stdin.readline().strip()
+    return value
 
 
 def _usage(message: str) -> int:
@@ -82,152 +36,59 @@ def _usage(message: str) -> int:
     return 2
 
 
-# -- tokens list / show ----------------------------------------------------------------------
-
-
-def as_json(key: TokenKey, record: TokenRecord, platform: str | None, now: float) -> dict[str, Any]:
-    """One record for scripts: secrets masked, times in Unix seconds."""
-    token = record.token
-    refresh = token.refresh_token if token else None
-    return {
-        "app": key.app,
-        "shop": key.shop,
-        "platform": platform,
-        "status": status_of(record, now),
-        "access_token": mask(token.access_token) if token and token.access_token else None,
-        "expires_at": token.expires_at if token else None,
-        "refresh_token": mask(refresh) if refresh else None,
-        "refresh_expires_at": token.refresh_expires_at if refresh and token else None,
-        "extra": dict(token.extra) if token else {},
-        "last_refresh": record.last_refresh,
-        "failures": record.failures,
-        "retry_at": record.retry_at or None,
-        "last_error": record.last_error or None,
-        "version": record.version,
-    }
-
-
-def _row(item: dict[str, Any], now: float) -> tuple[str, ...]:
-    def at(name: str, absent: str = "-") -> str:
-        return when(item[name], now) if item[name] is not None else absent
-
-    return (
-        item["app"],
-        item["shop"],
-        item["platform"] or "(not configured)",
-        item["status"],
-        at("expires_at", "never") if item["access_token"] else "-",
-        at("refresh_expires_at", "never") if item["refresh_token"] else "-",
-        at("last_refresh"),
-    )
-
-
-async def list_command(settings: Settings, args: argparse.Namespace) -> int:
-    store = _store(settings)
-    try:
-        now = time.time()
-        items = []
-        for key in await store.keys():
-            record = await store.get(key)
-            if record is not None:
-                items.append(as_json(key, record, _platform_name(settings, key.app), now))
-    finally:
-        await store.close()
-    if getattr(args, "json", False):
-        print(json.dumps(items, indent=2))
-        return 0
-    rows: list[tuple[str, ...]] = [
-        ("APP", "SHOP", "PLATFORM", "STATUS", "ACCESS EXPIRES", "REFRESH EXPIRES", "LAST REFRESH")
-    ]
-    rows += [_row(item, now) for item in items]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def describe(key: TokenKey, record: TokenRecord, now: float) -> list[str]:
-    token = record.token
-    lines = [f"{key.app}/{key.shop}", f"  status:          {status_of(record, now)}"]
-    if token is not None:
-        lines += [
-            f"  access token:    {mask(token.access_token)}",
-            f"  expires:         {when(token.expires_at, now)}",
-            f"  refresh token:   {mask(token.refresh_token)}",
-            f"  refresh expires: {when(token.refresh_expires_at, now) if token.refresh_token else '-'}",
-        ]
-        lines += [f"  {name}: {value}" for name, value in sorted(token.extra.items())]
-    lines.append(f"  last refresh:    {when(record.last_refresh, now) if record.last_refresh else '-'}")
-    if record.failures:
-        lines.append(f"  failures:        {record.failures}, next try {when(record.retry_at, now)}")
-    if record.last_error:
-        lines.append(f"  last error:      {record.last_error}")
-    lines.append(f"  version:         {record.version}")
-    return lines
-
-
-async def show_command(settings: Settings, args: argparse.Namespace) -> int:
-    _app(settings, args.app)
-    key = TokenKey(args.app, args.shop)
-    store = _store(settings)
-    try:
-        record = await store.get(key)
-    finally:
-        await store.close()
-    if record is None:
-        print(f"authproxy: no token stored for {key}", file=sys.stderr)
-        return 1
-    now = time.time()
-    if getattr(args, "json", False):
-        print(json.dumps(as_json(key, record, _platform_name(settings, key.app), now), indent=2))
-    else:
-        print("\n".join(describe(key, record, now)))
-    return 0
-
-
 # -- tokens delete / set -----------------------------------------------------------------------
 
 
 async def delete_command(settings: Settings, args: argparse.Namespace) -> int:
-    _app(settings, args.app)
-    key = TokenKey(args.app, args.shop)
-    store = _store(settings)
-    try:
-        found = await store.delete(key)
-    finally:
-        await store.close()
+    # no key check: a record sealed with a key no longer in the keyring can still be removed
+    async with open_runtime(settings, check_keys=False) as runtime:
+        tokens = runtime.configured(args.app).tokens
+        key = tokens.key(args.shop)
+        found = await tokens.delete(args.shop)
     print(f"deleted {key}" if found else f"no token stored for {key}")
     return 0 if found else 1
 
 
 async def set_command(settings: Settings, args: argparse.Namespace) -> int:
-    _app(settings, args.app)
-    key = TokenKey(args.app, args.shop)
     if any("=" not in item for item in args.extra):
         return _usage("--extra takes KEY=VALUE")
     access = read_secret(args.access_token)
     refresh = read_secret(args.refresh_token)
     if not access and not refresh:
         return _usage("give --access-token and/or --refresh-token")
-    now = time.time()
-    extra = dict(item.split("=", 1) for item in args.extra)
-    token = Token(
+    try:
+        until = _authorized_until(getattr(args, "authorized_until", None))
+    except ValueError as exc:
+        return _usage(f"--authorized-until: {exc}")
+    async with open_runtime(settings) as runtime:
+        tokens = runtime.configured(args.app).tokens
+        key = tokens.key(args.shop)
+        now = runtime.clock.now()
+        token = _given_token(args, access, refresh, now, until)
+        await tokens.replace(args.shop, TokenRecord(token=token, last_refresh=now))
+        record = await runtime.store.get(key)
+    assert record is not None
+    print("\n".join(describe(key, record, now, Timing.of(settings.server))))
+    return 0
+
+
+def _authorized_until(text: str | None) -> float | None:
+    """`--authorized-until`: an ISO time, or a duration from now (365d)."""
+    return None if text is None else parse_since(text, time.time(), ahead=True)
+
+
+def _given_token(
+    args: argparse.Namespace, access: str | None, refresh: str | None, now: float, until: float | None
+) -> Token:
+    return Token(
         access_token=access or "",
         expires_at=now + args.expires_in if args.expires_in is not None else (None if access else now),
         obtained_at=now,
         refresh_token=refresh,
         refresh_expires_at=now + args.refresh_expires_in if args.refresh_expires_in is not None else None,
-        extra=extra,
+        extra=dict(item.split("=", 1) for item in args.extra),
+        authorized_until=until,
     )
-    store = _store(settings)
-    try:
-        await store.put(key, TokenRecord(token=token, last_refresh=now), expected_version=ANY_VERSION)
-        record = await store.get(key)
-    finally:
-        await store.close()
-    assert record is not None
-    print("\n".join(describe(key, record, now)))
-    return 0
 
 
 # -- authorize-url / authorize ----------------------------------------------------------------
@@ -235,7 +96,9 @@ async def set_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def authorize_url_command(settings: Settings, args: argparse.Namespace) -> int:
     """Print the consent link, its state and where the seller comes back to."""
-    platform = build_platform(_app(settings, args.app))
+    if args.app not in settings.apps:
+        return _usage(f"no app named {args.app!r} in the configuration")
+    platform = build_platform(settings.apps[args.app])
     now = time.time()
     callback = callback_url(settings.server, args.app)
     signed = args.redirect is None and callback is not None
@@ -265,32 +128,34 @@ def authorize_url_command(settings: Settings, args: argparse.Namespace) -> int:
 
 async def authorize_command(settings: Settings, args: argparse.Namespace) -> int:
     """Exchange a code the seller's redirect carried; print what was stored (masked)."""
-    _app(settings, args.app)
     if not SHOP_NAME.match(args.shop):
         return _usage(f"the shop name must match {SHOP_NAME.pattern}")
     code = read_secret(args.code)
     if not code:
         return _usage("give the authorization code: --code CODE ('-' reads it from stdin)")
-    store = _store(settings)
-    try:
-        tokens = await exchange_code(settings, store, args.app, args.shop, code, args.redirect)
-        records = [(TokenKey(args.app, name), await store.get(TokenKey(args.app, name))) for name in tokens]
-    except NotImplementedError as exc:
-        return _usage(str(exc))
-    except RefreshRejected as exc:
-        print(
-            f"authproxy: the platform refused the code (used, expired or another app's): {exc}",
-            file=sys.stderr,
-        )
-        return 1
-    except RefreshError as exc:
-        print(f"authproxy: the code exchange failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await store.close()
-    now = time.time()
+    async with open_runtime(settings) as runtime:
+        app = runtime.configured(args.app)
+        try:
+            tokens = await app.tokens.authorize(args.shop, code, args.redirect)
+        except NotImplementedError as exc:
+            return _usage(str(exc))
+        except RefreshRejected as exc:
+            return _failure(f"the platform refused the code (used, expired or another app's): {exc}")
+        except RefreshError as exc:
+            return _failure(f"the code exchange failed: {exc}")
+        records = await _stored(runtime, [app.tokens.key(name) for name in tokens])
+        now = runtime.clock.now()
     print(f"authorized {len(records)} shop(s) of {args.app}")
     for key, record in records:
-        if record is not None:
-            print("\n".join(describe(key, record, now)))
+        print("\n".join(describe(key, record, now, Timing.of(settings.server))))
     return 0
+
+
+async def _stored(runtime: Runtime, keys: list[TokenKey]) -> list[tuple[TokenKey, TokenRecord]]:
+    found = [(key, await runtime.store.get(key)) for key in keys]
+    return [(key, record) for key, record in found if record is not None]
+
+
+def _failure(message: str) -> int:
+    print(f"authproxy: {message}", file=sys.stderr)
+    return 1

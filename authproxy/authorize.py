@@ -1,9 +1,7 @@
-"""Seller authorization: consent links, signed callback states, code exchange.
+"""Seller authorization: the OAuth callback's URL and its signed state (pure).
 
-`exchange_code` is the one place an authorization code becomes stored
-tokens; the `authorize` command and the OAuth callback route both use it.
-An explicit authorization replaces whatever is stored (ANY_VERSION), a
-`needs_reauthorization` mark included: that is what it is for.
+The code exchange itself is ShopTokens.authorize (tokens/provider.py), used
+by the `authorize` command and the OAuth callback route alike.
 
 The callback's `state` is stateless: base64url(JSON {app, shop, exp, nonce})
 "." base64url(HMAC-SHA256(server.state_secret, payload)). The callback
@@ -16,20 +14,12 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import secrets
 from dataclasses import dataclass
 
-import aiohttp
-
 from authproxy.errors import BadState
-from authproxy.models import Clock, SystemClock, Token, TokenKey, TokenRecord
-from authproxy.platforms import build_platform
-from authproxy.settings import ServerSettings, Settings
-from authproxy.store import ANY_VERSION, TokenStore
-from authproxy.token_endpoint import call_token_endpoint, put_persistently
+from authproxy.settings import ServerSettings
 
-log = logging.getLogger("authproxy.authorize")
 CALLBACK_PATH = "/_authproxy/oauth/{app}/callback"
 #: how long a signed state (and so a consent link) stays usable
 STATE_LIFETIME = 20 * 60
@@ -93,35 +83,3 @@ def _unb64(text: str) -> bytes:
         return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except ValueError:  # binascii.Error, or a non-ASCII character
         raise ValueError("not base64url") from None
-
-
-# -- the code exchange (I/O) ----------------------------------------------------------------
-
-
-async def exchange_code(
-    settings: Settings,
-    store: TokenStore,
-    app: str,
-    shop: str,
-    code: str,
-    redirect: str | None,
-    *,
-    clock: Clock | None = None,
-) -> dict[str, Token]:
-    """Exchange `code` for the shop's token(s) and store each one, fresh.
-
-    Raises RefreshRejected (the platform refused the code), RefreshError (the
-    token endpoint failed), NotImplementedError (the platform has no code
-    exchange) and StoreUnavailable."""
-    the_clock = clock or SystemClock()
-    platform = build_platform(settings.apps[app])
-    request = platform.code_request(shop, code, redirect, the_clock.now())
-    async with aiohttp.ClientSession(trust_env=False) as session:
-        reply = await call_token_endpoint(session, request, settings.server.token_timeout)
-    tokens = platform.parse_code_reply(shop, reply, the_clock.now())
-    for name, token in tokens.items():
-        record = TokenRecord(token=token, last_refresh=token.obtained_at)
-        # whatever is stored is replaced: a new grant is what a needs_reauthorization mark waits for
-        await put_persistently(store, TokenKey(app, name), record, ANY_VERSION)
-        log.info("authorized %s/%s", app, name, extra={"fields": {"app": app, "shop": name}})
-    return tokens

@@ -16,18 +16,16 @@ import uuid
 
 from aiohttp import web
 
-from authproxy.authorize import callback_url, exchange_code, verify_state
+from authproxy.authorize import callback_url, verify_state
 from authproxy.errors import (
     AuthorizationFailed,
     ProxyError,
     RefreshError,
     RefreshFailed,
     RefreshRejected,
-    UnknownApp,
 )
-from authproxy.models import TokenKey
 from authproxy.proxy.routing import SHOP_NAME
-from authproxy.state import STATE, State
+from authproxy.runtime import RUNTIME, Runtime
 
 log = logging.getLogger("authproxy.callback")
 #: a platform's `error` value, echoed in the problem's detail only when it looks like a code
@@ -41,11 +39,11 @@ You can close this page.</p></body></html>
 
 
 async def oauth_callback(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+    runtime = request.app[RUNTIME]
     app = request.match_info["app"]
     request_id = uuid.uuid4().hex
     try:
-        shops = await _authorize(request, state, app)
+        shops = await _authorize(request, runtime, app)
     except ProxyError as exc:
         log.warning("oauth callback for %s refused: %s: %s", app, exc.code, exc.detail)
         headers = {**exc.headers(), **NO_STORE, "X-Request-Id": request_id}
@@ -60,14 +58,12 @@ async def oauth_callback(request: web.Request) -> web.Response:
     return web.json_response({"status": "authorized", "app": app, "shops": shops}, headers=headers)
 
 
-async def _authorize(request: web.Request, state: State, app: str) -> list[str]:
+async def _authorize(request: web.Request, runtime: Runtime, name: str) -> list[str]:
     """Check the state, read the redirect, exchange the code: the shops stored."""
-    platform = state.platforms.get(app)
-    if platform is None:
-        raise UnknownApp(f"no app named {app!r} is configured")
-    secret = state.server.state_secret.get_secret_value()  # checked at start-up: set
-    claims = verify_state(secret, request.query.get("state"), app, state.clock.now())
-    named, code = platform.callback_params(request.query)
+    app = runtime.app(name)
+    secret = runtime.server.state_secret.get_secret_value()  # checked at start-up: set
+    claims = verify_state(secret, request.query.get("state"), name, runtime.clock.now())
+    named, code = app.platform.callback_params(request.query)
     if code is None:
         error = request.query.get("error", "")
         reason = f" (error={error})" if ERROR_CODE.match(error) else ""
@@ -76,21 +72,16 @@ async def _authorize(request: web.Request, state: State, app: str) -> list[str]:
     if not shop:
         raise AuthorizationFailed(
             "the redirect does not name the shop: "
-            f"create the link with `authproxy authorize-url {app} --shop SHOP`"
+            f"create the link with `authproxy authorize-url {name} --shop SHOP`"
         )
     if not SHOP_NAME.match(shop):
         raise AuthorizationFailed(f"the shop name must match {SHOP_NAME.pattern}")
-    redirect = callback_url(state.server, app)
     try:
-        tokens = await exchange_code(
-            state.settings, state.store, app, shop, code, redirect, clock=state.clock
-        )
+        tokens = await app.tokens.authorize(shop, code, callback_url(runtime.server, name))
     except RefreshRejected as exc:
         raise AuthorizationFailed(f"the platform refused the code: {exc}") from None
     except RefreshError as exc:
         raise RefreshFailed(f"the code exchange failed: {exc}") from None
     except NotImplementedError as exc:
         raise AuthorizationFailed(str(exc)) from None
-    for name in tokens:
-        state.tokens.cache.forget(TokenKey(app, name))
     return sorted(tokens)

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
-from authproxy.errors import ConfigError, ProxyError
+from authproxy.errors import CannotListen, ConfigError, ProxyError
 from authproxy.settings import Settings, config_path, load_settings
 
 
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     actions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="every stored shop token, secrets masked", parents=[common])
     listing.add_argument("--json", action="store_true", help="machine-readable (still masked)")
+    listing.add_argument(
+        "--expiring-within",
+        metavar="D",
+        help="only shops whose access ends within D (7d, 12h, 1h30m), with why: the "
+        "authorization ends, the refresh token dies unused, or needs_reauthorization",
+    )
     for name, text in (("show", "one shop's token, secrets masked"), ("delete", "forget a token")):
         action = actions.add_parser(name, help=text, parents=[common])
         action.add_argument("app")
@@ -60,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     setter.add_argument("--expires-in", type=float, help="seconds the access token stays valid")
     setter.add_argument("--refresh-expires-in", type=float, help="seconds the refresh token lives")
     setter.add_argument(
+        "--authorized-until",
+        metavar="T",
+        help="when the seller's authorization ends (ISO time, or from now: 365d); warned before",
+    )
+    setter.add_argument(
         "--extra",
         action="append",
         default=[],
@@ -67,7 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="non-secret data kept with the token (e.g. shop_cipher=...)",
     )
     _add_authorize(commands, common)
+    limits = commands.add_parser("limits", help="rate limits: rules and learned buckets", parents=[common])
+    what = limits.add_subparsers(dest="action", required=True, metavar="ACTION")
+    shown = what.add_parser("show", help="an app's limits and its buckets in the store", parents=[common])
+    shown.add_argument("app")
+    shown.add_argument("shop", nargs="?", help="only this shop's buckets")
+    _add_events(commands, common)
+    _add_keys(commands, common)
     return parser
+
+
+def _add_keys(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    keys = commands.add_parser("keys", help="the keyring that encrypts stored tokens", parents=[common])
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    generate = actions.add_parser("generate", help="print a new key line (id:base64)", parents=[common])
+    generate.add_argument("--id", help="the key's id (default: k<UTC time>)")
+    rotate = actions.add_parser(
+        "rotate", help="re-encrypt every stored record with server.active_key, online", parents=[common]
+    )
+    rotate.add_argument("--dry-run", action="store_true", help="count the records per key, change nothing")
+    rotate.add_argument("--rate", type=float, default=200.0, help="records re-encrypted per second at most")
+    rotate.add_argument("--batch", type=int, default=500, help="records read per SCAN step")
 
 
 def _add_authorize(
@@ -89,6 +122,22 @@ def _add_authorize(
     code.add_argument("--redirect", metavar="URL", help="the redirect URL the consent link used")
 
 
+def _add_events(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    events = commands.add_parser("events", help="follow and re-deliver shop events", parents=[common])
+    actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    since = "ISO 8601 time (UTC unless stated) or a duration back from now: 90s, 15m, 2h, 7d, 1h30m"
+    tail = actions.add_parser("tail", help="print events as they come, one line each", parents=[common])
+    tail.add_argument("--json", action="store_true", help="each event as the webhook's JSON body")
+    tail.add_argument("--since", metavar="T", help=f"start with the retained events since T: {since}")
+    tail.add_argument("--count", "-n", type=int, metavar="N", help="stop after N events")
+    replay = actions.add_parser(
+        "replay", help="re-deliver the retained events since T to the webhook", parents=[common]
+    )
+    replay.add_argument("--since", metavar="T", required=True, help=since)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -96,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"authproxy: {exc}", file=sys.stderr)
         return 2
+    except CannotListen as exc:
+        print(f"authproxy: {exc}", file=sys.stderr)
+        return 1
     except ProxyError as exc:
         print(f"authproxy: {exc.code}: {exc.detail}", file=sys.stderr)
         return 1
@@ -111,6 +163,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         "demo": _demo,
         "authorize-url": _authorize_url,
         "authorize": _authorize,
+        "limits": _limits,
+        "events": _events,
+        "keys": _keys,
     }
     return handlers[args.command](args)
 
@@ -150,10 +205,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _tokens(args: argparse.Namespace) -> int:
-    from authproxy import admin
+    from authproxy import admin, listing
 
     settings = settings_from(args)
-    action = getattr(admin, f"{args.action}_command")
+    action = getattr(listing if args.action in ("list", "show") else admin, f"{args.action}_command")
     return int(asyncio.run(action(settings, args)))
 
 
@@ -169,8 +224,19 @@ def _authorize(args: argparse.Namespace) -> int:
     return int(asyncio.run(admin.authorize_command(settings_from(args), args)))
 
 
-def read_secret(value: str | None) -> str | None:
-    """A secret given on the command line, or read from stdin when it is '-'."""
-    if value == "-":
-        return sys.stdin.readline().strip()
-    return value
+def _limits(args: argparse.Namespace) -> int:
+    from authproxy.limits.show import show_command
+
+    return int(asyncio.run(show_command(settings_from(args), args)))
+
+
+def _events(args: argparse.Namespace) -> int:
+    from authproxy.events.commands import events_command
+
+    return events_command(settings_from(args), args)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from authproxy import keys_command
+
+    return keys_command.run(args, lambda: settings_from(args))

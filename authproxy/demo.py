@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from authproxy import http_server
 from authproxy.app import create_app
 from authproxy.logs import setup_logging
 from authproxy.sandbox.base import Sandbox
@@ -148,20 +149,20 @@ async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRun
 
 async def run_demo(host: str, port: int, ready: Callable[[list[str], dict[str, str]], None]) -> None:
     platforms = demo_platforms()
-    runners = []
+    runners: list[web.AppRunner] = []
     apps: dict[str, Any] = {}
     sandboxes: dict[str, str] = {}
-    for platform in platforms:
-        runner, sandbox_port = await _start(platform.sandbox.app(), "127.0.0.1", 0)
-        runners.append(runner)
-        sandboxes[platform.app] = f"http://127.0.0.1:{sandbox_port}"
-        apps[platform.app] = platform.config(sandboxes[platform.app])
-    settings = Settings(server={"host": host, "port": port, "store_url": "memory://"}, apps=apps)
-    runner, proxy_port = await _start(create_app(settings), host, port)
-    runners.append(runner)
-    lines = [f"curl -s {p.curl_options}'http://{host}:{proxy_port}/{p.app}{p.curl_path}'" for p in platforms]
-    ready(lines, sandboxes)
-    try:
+    try:  # whatever fails (the proxy's port in use), what started is cleaned up
+        for platform in platforms:
+            runner, sandbox_port = await _start(platform.sandbox.app(), "127.0.0.1", 0)
+            runners.append(runner)
+            sandboxes[platform.app] = f"http://127.0.0.1:{sandbox_port}"
+            apps[platform.app] = platform.config(sandboxes[platform.app])
+        settings = Settings(server={"host": host, "port": port, "store_url": "memory://"}, apps=apps)
+        proxy, proxy_port = await http_server.start(create_app(settings), settings.server, host, port)
+        runners.append(proxy)
+        base = f"http://{host}:{proxy_port}"
+        ready([f"curl -s {p.curl_options}'{base}/{p.app}{p.curl_path}'" for p in platforms], sandboxes)
         await asyncio.Event().wait()
     finally:
         for each in reversed(runners):

@@ -7,16 +7,27 @@ A request's line (fields `method`, `path`, `status`; see proxy/handler.py)
 reads in text like what the curl user just typed:
 
     12:00:01 GET /v2/orders?limit=5 -> 200 app=gfg shop=shop1 12.3ms refreshed id=4f1c…
+
+Request lines go through `AccessLog`: while the handler `setup_logging` made is
+the only one that would see them, it formats the line itself and writes it to
+that handler's stream (the same line, without a LogRecord, a caller lookup and
+the handler chain; the lines of one turn of the event loop in one write at its
+end, so a busy proxy does not make a system call per request); otherwise (tests,
+an embedder's own handlers or filters) it logs a record as any other logger.
+The logger `authproxy.access` switches them on and off as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any, TextIO
 
 EXCHANGE_KEYS = ("method", "path", "status")
@@ -27,11 +38,52 @@ STATUS_COLORS = {2: "\033[32m", 3: "\033[36m", 4: "\033[33m", 5: "\033[31m"}
 LEVEL_COLORS = {"WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[1;31m"}
 
 
+#: json.dumps(data, default=str) builds an encoder per call: one, shared (same output)
+_ENCODER = json.JSONEncoder(default=str)
+ACCESS_LOGGER = "authproxy.access"
+
+
+def _json_value(value: Any) -> str:
+    """json.dumps(value, default=str), quicker for the types of a request line's fields."""
+    kind = value.__class__
+    if kind is str:
+        return _quoted(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _ENCODER.encode(value)
+
+
+ACCESS_MESSAGE = "%(method)s %(path)s -> %(status)s"
+
+
+class _Seconds:
+    """strftime of the current second, computed once a second."""
+
+    def __init__(self, fmt: str, convert: Callable[[float], time.struct_time]) -> None:
+        self.fmt, self.convert = fmt, convert
+        self.second, self.text = -1, ""
+
+    def __call__(self, now: float) -> str:
+        second = int(now)
+        if second != self.second:
+            self.second, self.text = second, time.strftime(self.fmt, self.convert(now))
+        return self.text
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = _Seconds("%Y-%m-%dT%H:%M:%S", time.gmtime)
+
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -39,7 +91,23 @@ class JsonFormatter(logging.Formatter):
         data.update(getattr(record, "fields", {}))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        return _ENCODER.encode(data)
+
+    def exchange(self, fields: Mapping[str, Any], created: float) -> str:
+        """What `format` makes of an access record with these fields, created then
+        (the same text, assembled member by member: no dict, no encoder pass over it)."""
+        msg = f"{fields['method']} {fields['path']} -> {fields['status']}"
+        if "ts" in fields or "level" in fields or "logger" in fields or "msg" in fields:
+            data = {"ts": self._timestamp(created), "level": "info", "logger": ACCESS_LOGGER, "msg": msg}
+            return _ENCODER.encode({**data, **fields})  # a field replaces a head member
+        members = ", ".join([f"{_quoted(key)}: {_json_value(value)}" for key, value in fields.items()])
+        return (
+            f'{{"ts": "{self._timestamp(created)}", "level": "info", "logger": "{ACCESS_LOGGER}", '
+            f'"msg": {_quoted(msg)}, {members}}}'
+        )
+
+    def _timestamp(self, created: float) -> str:
+        return f"{self._second(created)}.{int((created - int(created)) * 1000):03d}Z"
 
 
 class TextFormatter(logging.Formatter):
@@ -48,6 +116,11 @@ class TextFormatter(logging.Formatter):
     def __init__(self, color: bool = False) -> None:
         super().__init__(datefmt="%H:%M:%S")
         self.color = color
+        self._second = _Seconds("%H:%M:%S", time.localtime)
+
+    def exchange(self, fields: Mapping[str, Any], created: float) -> str:
+        """What `format` makes of an access record with these fields, created then."""
+        return f"{self._second(created)} {_one_line(self._exchange(fields))}"
 
     def format(self, record: logging.LogRecord) -> str:
         fields: Mapping[str, Any] = getattr(record, "fields", {})
@@ -91,6 +164,83 @@ def _one_line(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
+class Throttled:
+    """Lines about one kind of event, at most one per `interval` seconds.
+
+    For events a client can cause at will (malformed or slow requests): the log
+    shows that they happen without one line each. A line counts the events held
+    back since the line before it (field `held_back`)."""
+
+    def __init__(
+        self, logger: logging.Logger, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.logger, self.interval, self.clock = logger, interval, clock
+        self.quiet_until = float("-inf")
+        self.held_back = 0
+
+    def info(self, message: str, *args: object) -> None:
+        now = self.clock()
+        if now < self.quiet_until:
+            self.held_back += 1
+            return
+        self.quiet_until = now + self.interval
+        fields = {"held_back": self.held_back} if self.held_back else {}
+        self.held_back = 0
+        self.logger.info(message, *args, extra={"fields": fields})
+
+
+class AccessLog:
+    """Writes request lines (see the module's doc): straight to the stream of the handler
+    `setup_logging` made when no other handler or filter would see them, else as records."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self._pending: list[str] = []  # lines of this turn of the event loop, not written yet
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        handler = _direct()
+        if handler is None or self.logger.handlers or self.logger.filters or not self.logger.propagate:
+            self.logger.info(ACCESS_MESSAGE, fields, extra={"fields": fields})
+            return
+        line = handler.formatter.exchange(fields, time.time())  # type: ignore[union-attr]
+        if not self._pending:
+            try:  # the lines of one turn of the loop go out in one write, at its end
+                asyncio.get_running_loop().call_soon(self._flush, handler)
+            except RuntimeError:  # no loop running: at once
+                _emit(handler, line)
+                return
+        self._pending.append(line)
+
+    def _flush(self, handler: logging.StreamHandler[TextIO]) -> None:
+        lines, self._pending = self._pending, []
+        _emit(handler, handler.terminator.join(lines))
+
+
+def _emit(handler: logging.StreamHandler[TextIO], text: str) -> None:
+    with handler.lock:  # type: ignore[union-attr]
+        try:
+            handler.stream.write(text + handler.terminator)
+            handler.flush()
+        except Exception:  # as logging does: a broken stream must not fail the request
+            handler.handleError(logging.makeLogRecord({"msg": text}))
+
+
+_installed: logging.StreamHandler[TextIO] | None = None  # the handler setup_logging made
+
+
+def _direct() -> logging.StreamHandler[TextIO] | None:
+    """setup_logging's handler, when it is the root's only one and nothing filters."""
+    root = logging.root
+    handlers = root.handlers
+    if len(handlers) != 1 or handlers[0] is not _installed or root.filters or _installed.filters:
+        return None
+    if not isinstance(_installed.formatter, JsonFormatter | TextFormatter):
+        return None
+    return _installed
+
+
 def wants_color(stream: TextIO) -> bool:
     """Colours on a terminal, unless NO_COLOR (https://no-color.org) says otherwise."""
     return stream.isatty() and not os.environ.get("NO_COLOR")
@@ -99,9 +249,11 @@ def wants_color(stream: TextIO) -> bool:
 def setup_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     out = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    global _installed
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter(color=wants_color(out)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    _installed = handler
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -16,7 +16,7 @@ wins), and `render` derives the seconds left from it and the clock.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -27,6 +27,7 @@ from authproxy.models import Clock, SystemClock
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+WAIT_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 EXPIRY_TIMESTAMP = "authproxy_token_expiry_timestamp_seconds"
 EXPIRY_LEFT = "authproxy_token_expiry_seconds"
 
@@ -89,6 +90,45 @@ class Metrics:
             ["app"],
             registry=self.registry,
         )
+        self.rate_waits = Histogram(
+            "authproxy_ratelimit_wait_seconds",
+            "Time a call waited for its rate-limit turn, by app and operation",
+            ["app", "operation"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.throttled = Counter(
+            "authproxy_upstream_throttled",
+            "Replies in which the platform refused a call for its rate limit (429...)",
+            ["app"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "authproxy_rate_limited",
+            "Calls answered 429 rate_limited by authproxy (nothing sent), by scope",
+            ["app", "scope"],
+            registry=self.registry,
+        )
+        self.learned_rates = Gauge(
+            "authproxy_ratelimit_learned_rate",
+            "Rate (calls/s) the platform last announced for a shop's operation",
+            ["app", "operation"],
+            multiprocess_mode="livemostrecent",
+            registry=self.registry,
+        )
+        self.unconfirmed_writes = Counter(
+            "authproxy_store_unconfirmed_writes",
+            "New token pairs the Redis master took but its replicas did not confirm in time (WAIT):"
+            " kept by the process and written again until confirmed",
+            ["app"],
+            registry=self.registry,
+        )
+        self.decrypt_failures = Counter(
+            "authproxy_decrypt_failures",
+            "Stored secrets that did not decrypt (unknown_key, mismatch, malformed)",
+            ["app", "reason"],
+            registry=self.registry,
+        )
         self.expires_at = Gauge(
             EXPIRY_TIMESTAMP,
             "When the shop's access token expires (Unix time, as last read or written)",
@@ -97,11 +137,67 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._events_metrics()
+        # the children the request path updates, looked up once (labels() costs more than inc())
+        self._by_status: dict[tuple[str, int], Counter] = {}
+        self._by_app: dict[str, Histogram] = {}
+        self._by_operation: dict[tuple[str, str], Histogram] = {}
+        self.shops = Gauge(
+            "authproxy_shops",
+            "Shops by app and status (ok, expiring, expired, cooling_down, needs_reauthorization)",
+            ["app", "status"],
+            multiprocess_mode="livemostrecent",
+            registry=self.registry,
+        )
+        self._shop_statuses: dict[str, set[str]] = {}
+        self.keepalives = Counter(
+            "authproxy_keepalive_checks",
+            "Shops keep-alive looked at, by app and outcome (refreshed, not_due, busy, failed, ...)",
+            ["app", "outcome"],
+            registry=self.registry,
+        )
+
+    def _events_metrics(self) -> None:
+        self.events = Counter(
+            "authproxy_events", "Shop events emitted, by type", ["type"], registry=self.registry
+        )
+        self.event_deliveries = Counter(
+            "authproxy_event_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed: retried later)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.events_dropped = Counter(
+            "authproxy_events_dropped",
+            "Events given up on, by reason (expired: undelivered for events.retry_for; malformed; "
+            "outbox_full and shutdown: never reached the store)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.events_undelivered = Gauge(
+            "authproxy_events_undelivered",
+            "Events in the stream the webhook has not acknowledged yet",
+            multiprocess_mode="livemostrecent",
+            registry=self.registry,
+        )
+        self.events_held = Gauge(
+            "authproxy_events_held",
+            "Events held in this process until the store takes them",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+
     def request(self, app: str, status: int) -> None:
-        self.requests.labels(app, str(status)).inc()
+        child = self._by_status.get((app, status))
+        if child is None:  # label values are bounded: configured apps (or "-") and HTTP statuses
+            child = self._by_status[app, status] = self.requests.labels(app, str(status))
+        child.inc()
 
     def upstream(self, app: str, seconds: float) -> None:
-        self.upstream_seconds.labels(app).observe(seconds)
+        child = self._by_app.get(app)
+        if child is None:  # configured apps only
+            child = self._by_app[app] = self.upstream_seconds.labels(app)
+        child.observe(seconds)
 
     def refresh(self, app: str, outcome: str) -> None:
         self.refreshes.labels(app, outcome).inc()
@@ -112,8 +208,48 @@ class Metrics:
     def replay(self, app: str) -> None:
         self.replays.labels(app).inc()
 
+    def rate_wait(self, app: str, operation: str, seconds: float) -> None:
+        child = self._by_operation.get((app, operation))
+        if child is None:  # operations are a platform's bounded labels
+            child = self._by_operation[app, operation] = self.rate_waits.labels(app, operation)
+        child.observe(seconds)
+
+    def upstream_throttled(self, app: str) -> None:
+        self.throttled.labels(app).inc()
+
+    def rejected(self, app: str, scope: str) -> None:
+        self.rate_limited.labels(app, scope).inc()
+
+    def learned_rate(self, app: str, operation: str, rate: float) -> None:
+        self.learned_rates.labels(app, operation).set(rate)
+
+    def unconfirmed_write(self, app: str) -> None:
+        self.unconfirmed_writes.labels(app).inc()
+
+    def decrypt_failure(self, app: str, reason: str) -> None:
+        self.decrypt_failures.labels(app, reason).inc()
+
     def token_expiry(self, app: str, shop: str, expires_at: float) -> None:
         self.expires_at.labels(app, shop).set(expires_at)
+
+    def keepalive(self, app: str, outcome: str) -> None:
+        self.keepalives.labels(app, outcome).inc()
+
+    def event(self, kind: str) -> None:
+        self.events.labels(kind).inc()
+
+    def event_delivery(self, outcome: str) -> None:
+        self.event_deliveries.labels(outcome).inc()
+
+    def event_dropped(self, reason: str, count: int = 1) -> None:
+        self.events_dropped.labels(reason).inc(count)
+
+    def shops_by_status(self, app: str, counts: Mapping[str, int]) -> None:
+        """Set an app's shop count per status; a status seen before and absent now reads 0."""
+        seen = self._shop_statuses.setdefault(app, set())
+        seen.update(counts)
+        for status in seen:
+            self.shops.labels(app, status).set(counts.get(status, 0))
 
     def render(self) -> bytes:
         """The exposition text: this process's registry, or every worker's files."""

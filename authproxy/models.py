@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import enum
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from authproxy.redact import redact_url
+from authproxy.query import redact_all
 
 
 def mask(secret: str | None) -> str:
@@ -69,6 +70,9 @@ class Token:
     `refresh_token` is whatever credential obtains the next access token:
     an OAuth2/LWA/Shopee/TikTok refresh token, or Shoptet's OAuth access token.
     `extra` holds non-secret data the platform needs on calls (shop_cipher...).
+    `authorized_until` is when the seller's authorisation ends whatever we do
+    (Amazon's yearly re-authorisation, a Shopee grant's expire_time), when known;
+    a refresh carries it over.
     """
 
     access_token: str = field(repr=False)
@@ -77,6 +81,7 @@ class Token:
     refresh_token: str | None = field(default=None, repr=False)
     refresh_expires_at: float | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    authorized_until: float | None = None
 
     def lifetime(self) -> float | None:
         if self.expires_at is None:
@@ -93,7 +98,9 @@ class TokenRecord:
 
     `version` grows by one on every write; compare-and-set writes name the
     version they read. `retry_at`/`failures` carry the per-shop backoff
-    after failed refreshes (rule 7).
+    after failed refreshes (rule 7). `spending` names the lock owner whose
+    refresh may have spent the stored refresh credential and has not written
+    the outcome yet (set before a rotating token call, cleared by the next write).
     """
 
     token: Token | None
@@ -103,11 +110,7 @@ class TokenRecord:
     retry_at: float = 0.0
     last_refresh: float | None = None
     last_error: str = ""
-
-    def usable(self, now: float) -> Token | None:
-        if self.status is not TokenStatus.OK or self.token is None:
-            return None
-        return self.token if self.token.is_valid(now) else None
+    spending: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,16 +123,43 @@ class HttpRequest:
     body: bytes | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
-        return f"HttpRequest(method={self.method!r}, url={redact_url(self.url)!r})"
+        return f"HttpRequest(method={self.method!r}, url={redact_all(self.url)!r})"
+
+
+#: bytes of an upstream reply's body read to classify it (a larger reply is never classified)
+INSPECT_LIMIT = 64 * 1024
+#: most bytes a compressed reply head or token answer is decoded to
+DECODED_LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class HttpReply:
-    """A token endpoint's answer, or the classified head of an API reply."""
+    """A token endpoint's answer, or the head of an API reply: what platforms read.
+
+    `headers` are case-insensitive; `body` is decoded (no gzip/deflate left),
+    at most DECODED_LIMIT bytes. Build one from the wire with `received`.
+    """
 
     status: int
     headers: Mapping[str, str]
     body: bytes = field(repr=False)
+
+    @classmethod
+    def received(cls, status: int, headers: Mapping[str, str], raw: bytes) -> HttpReply:
+        """A reply as read off the wire; `headers` must be case-insensitive (CIMultiDict)."""
+        return cls(status, headers, decoded(raw, headers.get("Content-Encoding")))
+
+
+def decoded(raw: bytes, encoding: str | None) -> bytes:
+    """`raw` without its gzip/deflate content coding (b"" when it is corrupt)."""
+    coding = (encoding or "").strip().lower()
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        return raw
+    wbits = zlib.MAX_WBITS if coding == "deflate" else zlib.MAX_WBITS | 32  # | 32: gzip or zlib header
+    try:
+        return zlib.decompressobj(wbits).decompress(raw, DECODED_LIMIT)
+    except zlib.error:
+        return b""
 
 
 @dataclass(frozen=True)
@@ -165,3 +195,51 @@ class Verdict(enum.Enum):
 
     OK = "ok"
     TOKEN_INVALID = "token_invalid"
+
+
+# -- rate limits (what platforms declare and what their replies say) ----------------------
+
+
+class Scope(enum.StrEnum):
+    """Who shares a quota: one shop's calls, or every shop of the app."""
+
+    SHOP = "shop"
+    APP = "app"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A platform limit: `rate` calls per second, bursts of up to `burst` calls."""
+
+    rate: float
+    burst: int
+    scope: Scope = Scope.SHOP
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What one call counts against: `name` keys its buckets (one per scope),
+    `label` is a bounded name for metrics, `quotas` the platform's defaults."""
+
+    name: str
+    label: str
+    quotas: tuple[Quota, ...] = ()
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """What an upstream reply says about the platform's limits.
+
+    `throttled`: the platform refused the call at its gate (not processed).
+    `retry_in` (seconds) or `retry_at` (Unix time): the wait it asks for.
+    `rate`: the per-shop rate it announced for this operation (Amazon).
+    `filling`: (used, capacity) of its bucket (Shoptet)."""
+
+    throttled: bool = False
+    retry_in: float | None = None
+    retry_at: float | None = None
+    rate: float | None = None
+    filling: tuple[int, int] | None = None
+
+
+NOT_THROTTLED = Throttle()

@@ -14,15 +14,17 @@ import multiprocessing.connection
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from aiohttp import web
 from prometheus_client import multiprocess
 
+from authproxy import http_server
 from authproxy.app import create_app
+from authproxy.errors import CannotListen
 from authproxy.logs import setup_logging
 from authproxy.metrics import MULTIPROC_ENV
 from authproxy.settings import Settings
@@ -44,23 +46,28 @@ def serve(settings: Settings) -> int:
 def run_worker(settings: Settings) -> None:
     server = settings.server
     setup_logging(server.log_format, server.log_level)
-    log.info(
-        "listening on http://%s:%d/ (%d app(s), store %s, pid %d)",
-        server.host,
-        server.port,
-        len(settings.apps),
-        _store_kind(server.store_url),
-        os.getpid(),
-    )
-    web.run_app(
-        create_app(settings),
-        host=server.host,
-        port=server.port,
-        reuse_port=server.workers > 1,
-        access_log=None,
-        print=None,
-        shutdown_timeout=10,
-    )
+
+    def listening() -> None:
+        log.info(
+            "listening on http://%s:%d/ (%d app(s), store %s, %s loop, pid %d)",
+            server.host,
+            server.port,
+            len(settings.apps),
+            _store_kind(server.store_url),
+            http_server.event_loop_name(server.event_loop),
+            os.getpid(),
+        )
+
+    http_server.run(create_app(settings), server, listening)
+
+
+def _worker_main(settings: Settings) -> None:
+    """A worker process: an address it cannot use is one line on stderr and exit 1."""
+    try:
+        run_worker(settings)
+    except CannotListen as exc:
+        print(f"authproxy: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _store_kind(url: str) -> str:
@@ -70,6 +77,7 @@ def _store_kind(url: str) -> str:
 def _supervise(settings: Settings) -> int:
     """Run the workers with a metrics directory of their own, fresh each start:
     values a previous run left behind would be added to this run's."""
+    _check_port(settings.server.host, settings.server.port)  # one message, not one per worker
     metrics_dir = tempfile.mkdtemp(prefix="authproxy-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir  # inherited by the workers started below
     try:
@@ -78,11 +86,27 @@ def _supervise(settings: Settings) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Raise CannotListen when host:port is taken (bound as the workers bind it, then let go)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise http_server.cannot_listen(exc, host, port) from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise http_server.cannot_listen(exc, host, port) from None
+
+
 def _run_workers(settings: Settings, metrics_dir: str) -> int:
     """Start the workers; stop them all when one dies or when told to stop."""
     context = multiprocessing.get_context("spawn")
     workers: list[BaseProcess] = [
-        context.Process(target=run_worker, args=(settings,), name=f"authproxy-worker-{i}")
+        context.Process(target=_worker_main, args=(settings,), name=f"authproxy-worker-{i}")
         for i in range(settings.server.workers)
     ]
     for worker in workers:

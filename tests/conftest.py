@@ -4,10 +4,15 @@ Store backends: `memory`, `fakeredis` (with Lua) and `redis` (the real server
 at $AUTHPROXY_TEST_REDIS_URL, default redis://127.0.0.1:6379/15). Without a
 reachable server the real-Redis cases are skipped, unless
 AUTHPROXY_REQUIRE_REDIS=1 (CI), where they fail instead.
+
+The SDK tests (tests/integration/test_sdk_*.py) drive real marketplace SDKs (the
+`sdk` extra); without them they are skipped, unless AUTHPROXY_REQUIRE_SDKS=1
+(CI), where they fail instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import secrets
@@ -22,14 +27,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from authproxy.app import create_app
+from authproxy.http_server import ProxyRunner
+from authproxy.keyring import Keyring
 from authproxy.models import FakeClock
-from authproxy.settings import Settings
+from authproxy.settings import Settings, StoreSettings
 from authproxy.store import TokenStore
 from authproxy.store.memory import MemoryStore
 from authproxy.store.redis import RedisStore
 
 REDIS_URL = os.environ.get("AUTHPROXY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_REDIS = os.environ.get("AUTHPROXY_REQUIRE_REDIS") == "1"
+REQUIRE_SDKS = os.environ.get("AUTHPROXY_REQUIRE_SDKS") == "1"
 STORE_KINDS = ["memory", "fakeredis", "redis"]
 REDIS_KINDS = ["fakeredis", "redis"]
 
@@ -49,6 +57,18 @@ def need_real_redis() -> None:
         pytest.skip(f"no Redis at {REDIS_URL}")
 
 
+def need_sdk(module: str) -> Any:
+    """The SDK's module; skipped without it, failed when AUTHPROXY_REQUIRE_SDKS=1 (CI)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if REQUIRE_SDKS:
+            pytest.fail(
+                f"AUTHPROXY_REQUIRE_SDKS=1 but {module} does not import ({exc}): pip install -e '.[sdk]'"
+            )
+        pytest.skip(f"{module} is not installed (pip install -e '.[sdk]')")
+
+
 class StoreFactory:
     """Makes stores of one kind that share data (as processes sharing Redis do)."""
 
@@ -59,14 +79,15 @@ class StoreFactory:
         self.memory = MemoryStore() if kind == "memory" else None
         self.made: list[RedisStore] = []
 
-    def make(self) -> TokenStore:
+    def make(self, keyring: Keyring | None = None) -> TokenStore:
+        """A store on the shared data; Redis-protocol ones seal with `keyring`."""
         if self.memory is not None:
             return self.memory
         if self.server is not None:
             client: Any = fakeredis.FakeAsyncRedis(server=self.server)
         else:
             client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(REDIS_URL))
-        store = RedisStore(client, self.prefix)
+        store = RedisStore(client, StoreSettings(key_prefix=self.prefix), keyring)
         self.made.append(store)
         return store
 
@@ -118,13 +139,24 @@ async def serve() -> AsyncIterator[Callable[[web.Application], Any]]:
         await server.close()
 
 
+class ProxyTestServer(TestServer):
+    """A TestServer running the app as `authproxy serve` does (http_server.ProxyRunner)."""
+
+    def __init__(self, settings: Settings, store: TokenStore, clock: Any = None) -> None:
+        super().__init__(create_app(settings, clock=clock, store=store))
+        self.settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> ProxyRunner:
+        return ProxyRunner(self.app, self.settings.server, **kwargs)
+
+
 @pytest.fixture
 async def proxy_client() -> AsyncIterator[Callable[..., Any]]:
     """Build proxies (create_app) on given settings/store/clock; returns TestClients."""
     clients: list[TestClient[Any, Any]] = []
 
     async def build(settings: Settings, store: TokenStore, clock: Any = None) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings, clock=clock, store=store)))
+        client: TestClient[Any, Any] = TestClient(ProxyTestServer(settings, store, clock))
         await client.start_server()
         clients.append(client)
         return client
@@ -140,12 +172,14 @@ class LogCapture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name == "aiohttp.access":
             # the test servers' own access log (sandboxes stand in for the platforms);
             # authproxy's serve and demo run with access_log=None
             return
+        self.records.append(record)
         self.lines.append(f"{record.getMessage()} {getattr(record, 'fields', '')} {record.exc_text or ''}")
 
     def text(self) -> str:
@@ -193,12 +227,24 @@ def settings_for(apps: dict[str, Any], **server: Any) -> Settings:
 @pytest.fixture(params=REDIS_KINDS)
 def shared_redis(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A Redis that separate processes can share: fakeredis over TCP, or the real one."""
-    from tests.procs import SharedRedis, fakeredis_tcp
+    from tests.procs import fakeredis_tcp
 
     if request.param == "fakeredis":
         with fakeredis_tcp() as shared:
             yield shared
         return
+    yield from _real_shared_redis()
+
+
+@pytest.fixture
+def real_redis() -> Iterator[Any]:
+    """The real Redis only, shared with processes (for load fakeredis's thread cannot carry)."""
+    yield from _real_shared_redis()
+
+
+def _real_shared_redis() -> Iterator[Any]:
+    from tests.procs import SharedRedis
+
     need_real_redis()
     shared = SharedRedis(REDIS_URL)
     yield shared

@@ -51,6 +51,35 @@ def fakeredis_tcp() -> Iterator[SharedRedis]:
         server.server_close()
 
 
+def memory_of(pid: int, field: str = "VmRSS") -> int:
+    """Bytes of a process's memory, as /proc/<pid>/status has it (VmRSS now, VmHWM at peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+@asynccontextmanager
+async def sandbox_process(name: str = "sellercenter") -> AsyncIterator[str]:
+    """A sandbox in a process of its own (out of the measured ones); yields its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "authproxy.sandbox", name, "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(400):  # readiness poll, bounded
+                try:
+                    async with session.get(url + "/_sandbox/stats"):
+                        break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -58,7 +87,7 @@ def free_port() -> int:
 
 
 def to_toml(document: dict[str, Any]) -> str:
-    """A small TOML writer: tables of strings, numbers, booleans and lists."""
+    """A small TOML writer: tables of strings, numbers, booleans, lists and lists of tables."""
     lines: list[str] = []
 
     def value(item: Any) -> str:
@@ -68,6 +97,8 @@ def to_toml(document: dict[str, Any]) -> str:
             return repr(item)
         if isinstance(item, list):
             return "[" + ", ".join(value(x) for x in item) + "]"
+        if isinstance(item, dict):  # inside a list: an inline table ([[apps.X.limits]] as a list)
+            return "{" + ", ".join(f'"{k}" = {value(v)}' for k, v in item.items()) + "}"
         return '"' + str(item).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     def table(name: str, data: dict[str, Any]) -> None:
@@ -118,9 +149,11 @@ async def proxy_processes(
     count: int = 2,
     server: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    sections: dict[str, Any] | None = None,
 ) -> AsyncIterator[list[ProxyProcess]]:
-    """`count` separate `authproxy serve` processes on one Redis."""
+    """`count` separate `authproxy serve` processes on one Redis (`sections`: more tables, e.g. events)."""
     config = {
+        **(sections or {}),
         "server": {
             "store_url": redis.url,
             "key_prefix": redis.prefix,
@@ -138,12 +171,17 @@ async def proxy_processes(
     finally:
         for proc in procs:
             proc.process.terminate()
-        for proc in procs:
-            try:
-                proc.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.process.kill()
-                proc.process.wait()
+        # waited for without blocking the loop: sandboxes served by this process must keep
+        # answering while the replicas shut down (a refresh they finish then is real)
+        await asyncio.gather(*(asyncio.to_thread(_reap, proc) for proc in procs))
+
+
+def _reap(proc: ProxyProcess) -> None:
+    try:
+        proc.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.process.kill()
+        proc.process.wait()
 
 
 def _start(config: Path, tmp_path: Path, index: int, env: dict[str, str] | None) -> ProxyProcess:

@@ -17,14 +17,11 @@ from authproxy.platforms.shoptet import Shoptet
 from authproxy.platforms.tiktok import TikTok
 from authproxy.settings import AppSettings
 
-REGISTRY: dict[str, Callable[[Any], Platform]] = {
-    "sellercenter": SellerCenter,
-    "oauth2": OAuth2,
-    "shopee": Shopee,
-    "amazon": Amazon,
-    "tiktok": TikTok,
-    "shoptet": Shoptet,
-}
+_CLASSES: tuple[type[Platform], ...] = (SellerCenter, OAuth2, Shopee, Amazon, TikTok, Shoptet)
+#: platform name (its class's `name`, the `platform` key of an app) -> class
+REGISTRY: dict[str, Callable[[Any], Platform]] = {cls.name: cls for cls in _CLASSES}
+#: query parameters whose values no log line shows, whichever platform sent them
+SECRET_QUERY: frozenset[str] = frozenset().union(*(cls.secret_query for cls in _CLASSES))
 
 
 def build_platform(settings: AppSettings) -> Platform:
@@ -34,4 +31,4 @@ def build_platform(settings: AppSettings) -> Platform:
     return factory(settings)
 
 
-__all__ = ["REGISTRY", "Platform", "build_platform"]
+__all__ = ["REGISTRY", "SECRET_QUERY", "Platform", "build_platform"]

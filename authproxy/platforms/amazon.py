@@ -21,6 +21,18 @@ client's own is kept); there is no SigV4 (Amazon stopped requiring it on
 2023-10-02). A 403 whose error details say the access token "you provided"
 expired or is revoked, malformed or invalid means: refresh and replay once.
 A 403 with empty details (the app lacks a role), 429 and the rest pass through.
+
+Rate limits: a token bucket per operation and seller, some also per
+application (`amazon_limits.py`). A 429 (`QuotaExceeded`) names no wait;
+`x-amzn-RateLimit-Limit` on a reply announces the seller's rate.
+
+Public apps: "the selling partner must re-authorize your public application
+every 365 days" (platforms.md §8.1). When that year starts is not stated; the
+code exchange is the one moment the proxy sees, so its horizon is recorded then
+(`reauthorize_every`, default 365 days) and carried by every refresh. A private
+(self-authorised) app, or the reading that LWA refresh tokens simply do not
+end, sets `reauthorize_every = 0`: no horizon. Refresh tokens put in the config
+or with `tokens set` have none unless `tokens set --authorized-until` says so.
 """
 
 from __future__ import annotations
@@ -32,9 +44,20 @@ from typing import Any
 from urllib.parse import urlencode
 
 from authproxy.errors import ConfigError, RefreshError
-from authproxy.models import HttpReply, HttpRequest, OutgoingRequest, Token, Verdict
+from authproxy.models import (
+    HttpReply,
+    HttpRequest,
+    Operation,
+    OutgoingRequest,
+    Quota,
+    Throttle,
+    Token,
+    Verdict,
+)
+from authproxy.platforms.amazon_limits import UsagePlans
 from authproxy.platforms.base import Platform, with_header
 from authproxy.platforms.oauth_common import form, json_object, oauth_token
+from authproxy.platforms.throttling import gate_throttle, header, parse_rate
 from authproxy.settings import AmazonApp
 
 TOKEN_PATH = "/auth/o2/token"
@@ -65,6 +88,12 @@ TOKEN_HEADER = "x-amz-access-token"
 RDT_PREFIX = "Atz.sprdt|"
 #: words that, after "access token you provided", mean the token (not the app) is bad
 TOKEN_PROBLEMS = ("expired", "revoked", "malformed", "invalid")
+RATE_HEADER = "x-amzn-RateLimit-Limit"
+#: what authproxy's own LWA endpoint hands an SDK (proxy/lwa.py): no token at all; the
+#: proxy sends the shop's real one in place of whatever `x-amz-access-token` arrives
+PLACEHOLDER_TOKEN = "authproxy-placeholder|not-a-token|authproxy-sends-the-shop-token"
+#: grants an SDK fetches an access token with: both answered with the placeholder
+PLACEHOLDER_GRANTS = frozenset({"refresh_token", "client_credentials"})
 
 
 def amz_date(now: float) -> str:
@@ -85,9 +114,10 @@ class Amazon(Platform):
 
     def __init__(self, settings: AmazonApp) -> None:
         endpoints = SANDBOX_ENDPOINTS if settings.sandbox else ENDPOINTS
-        super().__init__(settings.base_url or endpoints[settings.region])
+        super().__init__(settings.base_url or endpoints[settings.region], settings.refresh_idle_lifetime)
         self.settings = settings
         self.token_url = (settings.auth_url or LWA_URL).rstrip("/") + TOKEN_PATH
+        self.usage_plans = UsagePlans()
 
     def is_configured(self, shop: str) -> bool:
         return shop in GRANTLESS or shop in self.settings.shops
@@ -147,6 +177,8 @@ class Amazon(Platform):
         token = oauth_token(reply, None, now)
         if not token.refresh_token:
             raise RefreshError("LWA answered the code exchange without a refresh token")
+        if self.settings.reauthorize_every:
+            token = dataclasses.replace(token, authorized_until=now + self.settings.reauthorize_every)
         return {shop: token}
 
     def callback_params(self, query: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -178,3 +210,31 @@ class Amazon(Platform):
             if isinstance(error, dict) and token_rejected(str(error.get("details") or "")):
                 return Verdict.TOKEN_INVALID
         return Verdict.OK
+
+    def error_members(self, problem: Mapping[str, Any]) -> dict[str, Any]:
+        """SP-API's error envelope (platforms.md §5.1): SDKs raise on an `errors` member."""
+        error = {"code": problem["code"], "message": problem["detail"], "details": problem.get("action", "")}
+        return {"errors": [error]}
+
+    def lwa_placeholder(self) -> dict[str, Any]:
+        """LWA's token answer (platforms.md §5.1) carrying the placeholder, for an hour."""
+        return {"access_token": PLACEHOLDER_TOKEN, "token_type": "bearer", "expires_in": 3600}
+
+    def lwa_error_members(self, problem: Mapping[str, Any]) -> dict[str, Any]:
+        """LWA's error shape `{error, error_description}` beside SP-API's envelope."""
+        error = "unsupported_grant_type" if problem["code"] == "unsupported_grant" else "invalid_request"
+        return {"error": error, "error_description": problem["detail"], **self.error_members(problem)}
+
+    # -- rate limits -------------------------------------------------------------------------
+
+    def operation(self, method: str, path: str) -> Operation:
+        return self.usage_plans.operation(method, path)
+
+    def published_limits(self) -> tuple[tuple[str, Quota], ...]:
+        return self.usage_plans.described()
+
+    def throttle(self, reply: HttpReply) -> Throttle:
+        """429 QuotaExceeded (no wait named), and the seller's rate when announced."""
+        found = gate_throttle(reply)
+        rate = parse_rate(header(reply.headers, RATE_HEADER))
+        return found if rate is None else dataclasses.replace(found, rate=rate)

@@ -10,8 +10,21 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from typing import Any
 
-from authproxy.models import HttpReply, HttpRequest, OutgoingRequest, Token, Verdict
+from authproxy.models import (
+    INSPECT_LIMIT,
+    HttpReply,
+    HttpRequest,
+    Operation,
+    OutgoingRequest,
+    Quota,
+    Throttle,
+    Token,
+    Verdict,
+)
+from authproxy.platforms.throttling import gate_throttle
+from authproxy.query import OAUTH_SECRETS
 
 
 class Platform(abc.ABC):
@@ -20,13 +33,23 @@ class Platform(abc.ABC):
     name: str = ""
     #: query parameters the platform owns: client-supplied ones are replaced
     owned_query: frozenset[str] = frozenset()
+    #: query parameters whose values never reach a log line (lower case)
+    secret_query: frozenset[str] = OAUTH_SECRETS
     #: inbound headers that carry credentials (lower case), stripped before auth
     credential_headers: frozenset[str] = frozenset()
     #: most concurrent upstream calls per token (None: unlimited)
     concurrency_limit: int | None = None
+    #: seconds a shop's operation rests after a throttled reply that names no wait
+    throttle_penalty: float = 1.0
+    #: a refresh may spend the refresh credential (single use, rotating): a lost answer locks the shop out
+    single_use_refresh: bool = False
+    #: seconds an unused refresh credential lives before the platform lets it die (0: it never
+    #: dies of idleness); restarted by each refresh. An app's `refresh_idle_lifetime` overrides it.
+    default_idle_lifetime: float = 0.0
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, idle_lifetime: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.idle_lifetime = self.default_idle_lifetime if idle_lifetime is None else idle_lifetime
 
     # -- tokens -----------------------------------------------------------------------
 
@@ -45,6 +68,12 @@ class Platform(abc.ABC):
     def is_configured(self, shop: str) -> bool:
         """Whether the config names this shop (else it needs a stored token)."""
         return False
+
+    def authorization_ends(self, token: Token) -> float | None:
+        """When the seller's authorisation ends whatever we do (a horizon: warned about,
+        never refreshed past), or None when the platform has none or it is not known.
+        Never a refresh credential's *idle* expiry, which each refresh moves on."""
+        return token.authorized_until
 
     # -- seller authorization (authorize-url / authorize --code) --------------------------
 
@@ -80,12 +109,56 @@ class Platform(abc.ABC):
         return False
 
     def should_inspect(self, status: int, headers: Mapping[str, str]) -> bool:
-        """Whether a reply's head (<= 64 KiB of body) must be read to classify it."""
+        """Whether a reply's head (<= INSPECT_LIMIT bytes of body) must be read to
+        classify it. `headers` are case-insensitive."""
         return status >= 400
 
     @abc.abstractmethod
     def classify(self, reply: HttpReply) -> Verdict:
         """TOKEN_INVALID when the reply says: refresh the token and try once more."""
+
+    # -- what a shop needs beyond its token (TikTok's shop_cipher) ----------------------------
+
+    def lacks_details(self, shop: str, token: Token) -> bool:
+        """Whether calls need something about the shop that neither the config nor the stored
+        token holds yet, and that an API call can tell (details_request). Default: never."""
+        return False
+
+    def details_request(self, shop: str, token: Token, now: float) -> OutgoingRequest:
+        """The signed API call that tells the shop's details (sent to `base_url`)."""
+        raise NotImplementedError(f"{self.name} needs no shop details")
+
+    def parse_details(self, shop: str, reply: HttpReply) -> dict[str, str] | None:
+        """What to keep in the token's `extra` from the reply to details_request (non-secret;
+        {} when the reply says there is nothing to keep), or None when it is no usable answer."""
+        return None
+
+    # -- errors made by the proxy -------------------------------------------------------------
+
+    def error_members(self, problem: Mapping[str, Any]) -> dict[str, Any]:
+        """Members in the platform's own error shape, added to the proxy's problem+json
+        bodies on this app's routes, so that clients written for the platform (SDKs)
+        see an error and its message. `problem` is the problem+json object; its members
+        are never replaced (errors.problem_bytes). Default: none."""
+        return {}
+
+    # -- rate limits ---------------------------------------------------------------------
+
+    def operation(self, method: str, path: str) -> Operation:
+        """What a call counts against, with the platform's default quotas.
+
+        Default: one operation per shop and no quota of its own, so only a
+        throttled reply (a penalty) holds the shop's calls back."""
+        return Operation("*", "*")
+
+    def published_limits(self) -> tuple[tuple[str, Quota], ...]:
+        """The default quotas, described for `authproxy limits show`."""
+        return ()
+
+    def throttle(self, reply: HttpReply) -> Throttle:
+        """What a reply (status, headers, the head of its body when inspected)
+        says about the limits. Default: HTTP 429 and its Retry-After."""
+        return gate_throttle(reply)
 
 
 def with_header(request: OutgoingRequest, name: str, value: str) -> OutgoingRequest:
@@ -100,3 +173,14 @@ def with_header(request: OutgoingRequest, name: str, value: str) -> OutgoingRequ
         body=request.body,
         streamed=request.streamed,
     )
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    """The Content-Type without parameters, lower case ("" when absent)."""
+    return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+
+
+def fits_inspection(headers: Mapping[str, str]) -> bool:
+    """False when the reply announces a body larger than the proxy reads to classify."""
+    length = (headers.get("Content-Length") or "").strip()
+    return not (length.isdigit() and int(length) > INSPECT_LIMIT)

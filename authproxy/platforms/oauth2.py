@@ -3,11 +3,14 @@
 Rotating single-use refresh tokens are supported: the answer's refresh token
 replaces the stored one. Client authentication is HTTP Basic or in the body;
 the header name/format and the invalid-token rule (statuses, plus an optional
-JSON field/value match) are configurable.
+JSON field/value match) are configurable. A refresh token that dies when
+unused (`refresh_idle_lifetime`, default 0: it does not) is given that expiry
+from each answer's time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from authproxy.models import HttpReply, HttpRequest, OutgoingRequest, Token, Verdict
@@ -20,9 +23,10 @@ class OAuth2(Platform):
     name = "oauth2"
 
     def __init__(self, settings: OAuth2App) -> None:
-        super().__init__(settings.base_url)
+        super().__init__(settings.base_url, settings.refresh_idle_lifetime)
         self.settings = settings
         self.credential_headers = frozenset({"authorization", settings.header.lower()})
+        self.single_use_refresh = settings.grant_type == "refresh_token"  # rotation is allowed (RFC 9700)
 
     def is_configured(self, shop: str) -> bool:
         return shop in self.settings.shops
@@ -53,7 +57,10 @@ class OAuth2(Platform):
         return HttpRequest("POST", self.settings.token_url, headers, form(fields))
 
     def parse_token(self, shop: str, reply: HttpReply, current: Token | None, now: float) -> Token:
-        return oauth_token(reply, current, now)
+        token = oauth_token(reply, current, now)
+        if self.idle_lifetime and token.refresh_token and self.settings.grant_type == "refresh_token":
+            token = dataclasses.replace(token, refresh_expires_at=now + self.idle_lifetime)
+        return token
 
     def apply_auth(self, shop: str, request: OutgoingRequest, token: Token, now: float) -> OutgoingRequest:
         value = self.settings.header_format.replace("{token}", token.access_token)

@@ -4,14 +4,20 @@ Client-credentials token with HTTP Basic auth at `/oauth/client-credentials`,
 valid 3600 s, sent as `Authorization: Bearer`. HTTP 401 means: get a new
 token and try once more (platforms.md §3); 403 is passed through.
 Credentials are the app's, or the shop's own when it has them.
+
+Rate limits are not published (platforms.md §3.2); a third-party client
+throttles itself to 25 calls/s, so one bucket per shop stays below that.
 """
 
 from __future__ import annotations
 
-from authproxy.models import HttpReply, HttpRequest, OutgoingRequest, Token, Verdict
+from authproxy.models import HttpReply, HttpRequest, Operation, OutgoingRequest, Quota, Token, Verdict
 from authproxy.platforms.base import Platform, with_header
 from authproxy.platforms.oauth_common import FORM, basic_auth, form, oauth_token
 from authproxy.settings import SellerCenterApp
+
+#: one bucket per shop for every call, under the 25/s a third-party client uses (UNVERIFIED)
+SHOP_BUCKET = Operation("*", "*", (Quota(rate=20.0, burst=20),))
 
 
 class SellerCenter(Platform):
@@ -19,7 +25,7 @@ class SellerCenter(Platform):
     credential_headers = frozenset({"authorization"})
 
     def __init__(self, settings: SellerCenterApp) -> None:
-        super().__init__(settings.base_url)
+        super().__init__(settings.base_url, settings.refresh_idle_lifetime)
         self.settings = settings
         self.token_url = (settings.auth_url or settings.base_url).rstrip("/") + ("/oauth/client-credentials")
 
@@ -59,3 +65,9 @@ class SellerCenter(Platform):
 
     def classify(self, reply: HttpReply) -> Verdict:
         return Verdict.TOKEN_INVALID if reply.status == 401 else Verdict.OK
+
+    def operation(self, method: str, path: str) -> Operation:
+        return SHOP_BUCKET
+
+    def published_limits(self) -> tuple[tuple[str, Quota], ...]:
+        return (("every call (a guess: not published)", SHOP_BUCKET.quotas[0]),)

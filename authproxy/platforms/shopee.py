@@ -9,6 +9,12 @@ The shop segment names the identity: a numeric shop_id, `merchant:<id>` for
 merchant-level (cross-border) APIs, and `main:<id>` only to exchange a
 main-account authorization code. Refresh tokens are single use and rotate.
 The invalid-token signal is the JSON `error` field, whatever the HTTP status.
+
+A refresh token dies when unused for 30 days (`default_idle_lifetime`; each
+refresh issues a new one): keep-alive's business. The authorisation itself ends
+when the seller chose (at most 365 days, platforms.md §8.1); no token answer
+says when, so its horizon is known only when an operator stored it
+(`tokens set --authorized-until`).
 """
 
 from __future__ import annotations
@@ -17,18 +23,26 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import re
-import zlib
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from authproxy.errors import ConfigError, RefreshError, RefreshRejected, UnknownShop
-from authproxy.models import HttpReply, HttpRequest, OutgoingRequest, Token, Verdict
-from authproxy.platforms.base import Platform
+from authproxy.models import (
+    HttpReply,
+    HttpRequest,
+    Operation,
+    OutgoingRequest,
+    Quota,
+    Throttle,
+    Token,
+    Verdict,
+)
+from authproxy.platforms.base import Platform, fits_inspection, media_type
 from authproxy.platforms.oauth_common import json_object
-from authproxy.proxy.routing import add_params
-from authproxy.settings import ShopeeApp
+from authproxy.platforms.throttling import gate_throttle
+from authproxy.query import OAUTH_SECRETS, add_params
+from authproxy.settings import SHOPEE_ACCOUNT, ShopeeApp
 
 HOSTS = {
     "global": "https://partner.shopeemobile.com",
@@ -47,11 +61,10 @@ INVALID_TOKEN_ERRORS = frozenset({"invalid_acceess_token", "invalid_access_token
 #: refresh answers that no retry can fix (messages VERIFIED, error codes third-party)
 REJECTED_ERRORS = frozenset({"refresh_token_expired"})
 REJECTED_MESSAGES = frozenset({"invalid refresh_token", "your refresh_token expired"})
-INSPECT_LIMIT = 64 * 1024
-DECODED_LIMIT = 1024 * 1024
-NUMBER = r"[1-9][0-9]{0,19}"
-SHOP = re.compile(rf"^(?:(merchant|main):)?({NUMBER})$")
 KINDS = {None: "shop_id", "merchant": "merchant_id", "main": "main_account_id"}
+#: Shopee publishes no limits (platforms.md §8.2): a conservative guess per shop and path
+PATH_QUOTA = Quota(rate=10.0, burst=10)
+RATE_LIMITED_ERROR = "error_rate_limit"
 
 
 def sign(partner_key: str, base: str) -> str:
@@ -71,7 +84,7 @@ def is_public(path: str) -> bool:
 
 def identity(shop: str) -> tuple[str, int]:
     """("shop_id" | "merchant_id" | "main_account_id", id) for a shop segment."""
-    match = SHOP.match(shop)
+    match = SHOPEE_ACCOUNT.match(shop)
     if match is None:
         raise UnknownShop(
             f"{shop!r} is not a Shopee shop: use the numeric shop_id, merchant:<merchant_id> "
@@ -94,9 +107,14 @@ def api_identity(shop: str) -> tuple[str, int]:
 class Shopee(Platform):
     name = "shopee"
     owned_query = frozenset({"partner_id", "timestamp", "access_token", "shop_id", "merchant_id", "sign"})
+    #: third-party code waits 60 s after `error_rate_limit` (platforms.md §8.2)
+    throttle_penalty = 60.0
+    secret_query = OAUTH_SECRETS | {"sign"}
+    single_use_refresh = True  # "can only be used once"
+    default_idle_lifetime = REFRESH_LIFETIME  # 30 days, restarted by each refresh
 
     def __init__(self, settings: ShopeeApp) -> None:
-        super().__init__(settings.base_url or HOSTS[settings.region])
+        super().__init__(settings.base_url or HOSTS[settings.region], settings.refresh_idle_lifetime)
         self.settings = settings
         self.partner_id = settings.partner_id
         self.auth_url = (settings.auth_url or self.base_url).rstrip("/")
@@ -148,7 +166,7 @@ class Shopee(Platform):
             if error in REJECTED_ERRORS or message.strip().rstrip(".").lower() in REJECTED_MESSAGES:
                 raise RefreshRejected(f"Shopee refused the refresh token: {error}: {message}")
             raise RefreshError(f"Shopee token endpoint error: {error}: {message} (HTTP {reply.status})")
-        return _token(data, reply, current, now)
+        return _token(data, reply, current, now, self.idle_lifetime)
 
     # -- seller authorization -------------------------------------------------------------
 
@@ -175,7 +193,7 @@ class Shopee(Platform):
         data = _answer(reply)
         if data.get("error"):
             raise RefreshRejected(f"Shopee refused the code: {data.get('error')}: {data.get('message', '')}")
-        token = _token(data, reply, None, now)
+        token = _token(data, reply, None, now, self.idle_lifetime)
         if kind != "main_account_id":
             return {shop: token}
         shops = [str(int(i)) for i in _ids(data, "shop_id_list")]
@@ -206,17 +224,42 @@ class Shopee(Platform):
 
     def should_inspect(self, status: int, headers: Mapping[str, str]) -> bool:
         """Small JSON-ish replies of any status: Shopee's HTTP status is not the signal."""
-        length = _header(headers, "content-length")
-        if length is not None and length.strip().isdigit() and int(length) > INSPECT_LIMIT:
-            return False
-        media = (_header(headers, "content-type") or "").split(";", 1)[0].strip().lower()
-        return media in ("", "text/plain") or media.endswith(("/json", "+json"))
+        media = media_type(headers)
+        return fits_inspection(headers) and (
+            media in ("", "text/plain") or media.endswith(("/json", "+json"))
+        )
 
     def classify(self, reply: HttpReply) -> Verdict:
-        data = json_object(_decoded(reply))
+        data = json_object(reply.body)
         if data is not None and data.get("error") in INVALID_TOKEN_ERRORS:
             return Verdict.TOKEN_INVALID
         return Verdict.OK
+
+    def error_members(self, problem: Mapping[str, Any]) -> dict[str, Any]:
+        """Shopee's envelope (platforms.md §1.1): `error` (non-empty means failure),
+        `message`; `request_id` is the problem's own."""
+        return {"error": problem["code"], "message": problem["detail"]}
+
+    # -- rate limits --------------------------------------------------------------------------
+
+    def operation(self, method: str, path: str) -> Operation:
+        return Operation(f"{method.upper()} {path}", "api", (PATH_QUOTA,))
+
+    def published_limits(self) -> tuple[tuple[str, Quota], ...]:
+        return (("each API path (a guess: Shopee publishes none)", PATH_QUOTA),)
+
+    def throttle(self, reply: HttpReply) -> Throttle:
+        """HTTP 429, or `error_rate_limit` / "too many" in the JSON whatever the status."""
+        if reply.status == 429 or not reply.body:
+            return gate_throttle(reply)
+        body = reply.body  # decoded once, as received (HttpReply.received)
+        if RATE_LIMITED_ERROR.encode() not in body and b"too many" not in body.lower():
+            return gate_throttle(reply, False)
+        data = json_object(body)
+        if data is None or not data.get("error"):
+            return gate_throttle(reply, False)
+        error, message = str(data.get("error")), str(data.get("message") or "").lower()
+        return gate_throttle(reply, error == RATE_LIMITED_ERROR or "too many" in message)
 
 
 def _answer(reply: HttpReply) -> dict[str, Any]:
@@ -226,7 +269,9 @@ def _answer(reply: HttpReply) -> dict[str, Any]:
     return data
 
 
-def _token(data: dict[str, Any], reply: HttpReply, current: Token | None, now: float) -> Token:
+def _token(
+    data: dict[str, Any], reply: HttpReply, current: Token | None, now: float, idle_lifetime: float
+) -> Token:
     """The pair in a successful answer. A new refresh token is never dropped for a
     missing detail: it is the only copy (the old one is already spent)."""
     access = data.get("access_token")
@@ -242,29 +287,10 @@ def _token(data: dict[str, Any], reply: HttpReply, current: Token | None, now: f
         expires_at=now + lifetime,
         obtained_at=now,
         refresh_token=str(refresh) if refresh else None,
-        refresh_expires_at=now + REFRESH_LIFETIME if refresh else None,
+        refresh_expires_at=now + idle_lifetime if refresh and idle_lifetime else None,
     )
 
 
 def _ids(data: dict[str, Any], field: str) -> list[int]:
     values = data.get(field) or []
     return [int(v) for v in values if isinstance(v, int | str) and str(v).isdigit()]
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
-def _decoded(reply: HttpReply) -> bytes:
-    """The body without gzip/deflate (the upstream session does not decompress)."""
-    encoding = (_header(reply.headers, "content-encoding") or "").strip().lower()
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        return reply.body
-    try:
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32 if encoding != "deflate" else zlib.MAX_WBITS)
-        return inflater.decompress(reply.body, DECODED_LIMIT)
-    except zlib.error:
-        return b""

@@ -18,18 +18,35 @@ the config, clear that with `authproxy tokens delete APP SHOP`.
 Shoptet allows at most 5 valid API tokens per e-shop and 3 concurrent
 connections per token: the token provider's single flight + store lock keep
 one shared API token per shop, and `concurrency_limit` caps the calls on it.
+
+Rate limits: a leaky bucket per e-shop, "200 drops, 10 drops/s" in
+third-party code (UNVERIFIED officially); every reply says how full it is
+(`X-RateLimit-Bucket-Filling: used/max`) and a full one answers 429 with
+`Retry-After: <HTTP-date>`. 423 means an identical write is still running:
+not a throttle, never retried (platforms.md §8.2).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from authproxy.errors import RefreshError, RefreshRejected
-from authproxy.models import HttpReply, HttpRequest, OutgoingRequest, Token, Verdict
+from authproxy.models import (
+    HttpReply,
+    HttpRequest,
+    Operation,
+    OutgoingRequest,
+    Quota,
+    Throttle,
+    Token,
+    Verdict,
+)
 from authproxy.platforms.base import Platform, with_header
 from authproxy.platforms.oauth_common import FATAL_GRANT_ERRORS, json_object
+from authproxy.platforms.throttling import gate_throttle, header, parse_filling
 from authproxy.settings import ShoptetApp
 
 OAUTH_PATH = "/action/ApiOAuthServer"
@@ -39,6 +56,9 @@ PERMANENT_ERRORS = FATAL_GRANT_ERRORS | {"addon_suspended", "addon_not_installed
 EXPIRED_TOKEN = "expired-token"
 INVALID_TOKEN = "invalid-token"
 INVALID_TOKEN_MESSAGE = "Invalid access token"
+#: the leaky bucket (10 drops/s, 200 drops: UNVERIFIED), a tenth kept free for other users of the shop
+BUCKET = Operation("*", "*", (Quota(rate=10.0, burst=180),))
+FILLING_HEADER = "X-RateLimit-Bucket-Filling"
 
 
 class Shoptet(Platform):
@@ -47,7 +67,7 @@ class Shoptet(Platform):
     concurrency_limit = 3  # "max 3 [concurrent connections] per token" -> HTTP 429
 
     def __init__(self, settings: ShoptetApp) -> None:
-        super().__init__(settings.base_url)
+        super().__init__(settings.base_url, settings.refresh_idle_lifetime)
         self.settings = settings
         self.oauth_url = _eshop_url(settings.auth_url) + OAUTH_PATH
 
@@ -144,6 +164,20 @@ class Shoptet(Platform):
             if code == EXPIRED_TOKEN or (code == INVALID_TOKEN and INVALID_TOKEN_MESSAGE in message):
                 return Verdict.TOKEN_INVALID
         return Verdict.OK
+
+    # -- rate limits -----------------------------------------------------------------------
+
+    def operation(self, method: str, path: str) -> Operation:
+        return BUCKET  # one bucket per e-shop, whatever the call
+
+    def published_limits(self) -> tuple[tuple[str, Quota], ...]:
+        return (("every call (the e-shop's leaky bucket)", BUCKET.quotas[0]),)
+
+    def throttle(self, reply: HttpReply) -> Throttle:
+        """429 with its Retry-After date; the bucket's filling on any reply (423 is no throttle)."""
+        filling = parse_filling(header(reply.headers, FILLING_HEADER))
+        found = gate_throttle(reply)
+        return found if filling is None else dataclasses.replace(found, filling=filling)
 
 
 _INSTALL_EXTRA = {"eshopId": "eshop_id", "eshopUrl": "eshop_url"}

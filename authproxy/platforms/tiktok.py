@@ -13,6 +13,15 @@ their expiry fields are absolute Unix timestamps.
 `[apps.X.shops.Y] shop_cipher`, else the stored token's `extra["shop_cipher"]`):
 the client's is then replaced, and none is sent on the endpoints listed in
 NO_SHOP_CIPHER. A shop without a known cipher keeps the client's as sent.
+The stored cipher comes from Get Authorized Shops (`details_request`), asked
+after a code exchange and whenever a shop's token has none: the seller's only
+shop, or the one whose id, code, name or cipher is the shop segment. The
+shops seen are kept too (`authorized_shops`), so a seller whose shops match
+none is not asked again; the config's cipher is then the way.
+
+The authorisation ends at `refresh_token_expire_in` (absolute: the duration the
+seller granted, platforms.md §8.1), which is its horizon; an unused refresh
+token does not die before it, so no keep-alive is needed.
 """
 
 from __future__ import annotations
@@ -21,16 +30,25 @@ import dataclasses
 import hashlib
 import hmac
 import re
-import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from authproxy.errors import ConfigError, RefreshError, RefreshRejected
-from authproxy.models import HttpReply, HttpRequest, OutgoingRequest, Token, Verdict
-from authproxy.platforms.base import Platform, with_header
+from authproxy.models import (
+    HttpReply,
+    HttpRequest,
+    Operation,
+    OutgoingRequest,
+    Quota,
+    Throttle,
+    Token,
+    Verdict,
+)
+from authproxy.platforms.base import Platform, fits_inspection, media_type, with_header
 from authproxy.platforms.oauth_common import json_object
-from authproxy.proxy.routing import add_params, decoded_params, drop_params
+from authproxy.platforms.throttling import gate_throttle
+from authproxy.query import OAUTH_SECRETS, add_params, decoded_params, drop_params
 from authproxy.settings import TikTokApp
 
 API_URL = "https://open-api.tiktokglobalshop.com"
@@ -64,10 +82,30 @@ DEAD_GRANT = {
 }
 #: non-secret token-answer fields kept in `Token.extra` (shown by `tokens show`)
 KEPT_FIELDS = ("open_id", "seller_name", "seller_base_region")
-#: a reply whose Content-Length is above this is never classified (handler reads <= 64 KiB)
-INSPECT_LIMIT = 64 * 1024
+#: Get Authorized Shops: the seller's shops, `data.shops[]` with `cipher`, `code`, `id`, `name`,
+#: `region`, `seller_type` (platforms.md §4.1)
+SHOPS_PATH = "/authorization/202309/shops"
+#: a listed shop's fields kept in Token.extra (the cipher is sent on calls; the rest is shown)
+SHOP_FIELDS = {"cipher": "shop_cipher", "id": "shop_id", "name": "shop_name", "region": "shop_region"}
+#: in Token.extra once the seller's shops were looked up: "<id> (<region>), ..."
+LOOKED_UP = "authorized_shops"
 #: an expiry field below this is a duration, not a Unix timestamp (defensive)
 ABSOLUTE_AFTER = 1_000_000_000
+#: "50 QPS per API, counted per app+shop" (platforms.md §4.1). TikTok publishes no
+#: burst: a fifth of a second's worth leaves room for jitter on the way there
+API_QUOTA = Quota(rate=50.0, burst=10)
+#: 429 "Too many requests" (platforms.md §8.2)
+THROTTLED = 36009002
+ID_SEGMENT = re.compile(r"^[0-9]+$")
+
+
+def api_of(method: str, path: str) -> str:
+    """The API a call counts against: method and path, ids after the version as {id}.
+
+    `/product/202309/products/1729592969712207008` -> `GET /product/202309/products/{id}`."""
+    parts = path.split("/")
+    named = [p if i <= 2 or not ID_SEGMENT.match(p) else "{id}" for i, p in enumerate(parts)]
+    return f"{method.upper()} {'/'.join(named)}"
 
 
 def string_to_sign(secret: str, path: str, params: Iterable[tuple[str, str]], body: bytes | None) -> bytes:
@@ -97,6 +135,14 @@ def takes_shop_cipher(method: str, path: str) -> bool:
     )
 
 
+def pick_shop(segment: str, shops: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The seller's shop a proxy shop segment means: the only one, or the one it names."""
+    if len(shops) == 1:
+        return shops[0]
+    named = [s for s in shops if segment in {str(s.get(field)) for field in ("id", "code", "name", "cipher")}]
+    return named[0] if len(named) == 1 else None
+
+
 def signed_body(request: OutgoingRequest) -> bytes | None:
     """The body bytes the sign covers: all of them, unless multipart (or absent)."""
     if request.content_type() == MULTIPART or not request.body:
@@ -107,15 +153,21 @@ def signed_body(request: OutgoingRequest) -> bytes | None:
 class TikTok(Platform):
     name = "tiktok"
     owned_query = frozenset({"app_key", "timestamp", "sign", "access_token"})
+    secret_query = OAUTH_SECRETS | {"sign", "app_secret", "auth_code"}
+    single_use_refresh = True  # rotation UNVERIFIED: treated as single use
     credential_headers = frozenset({TOKEN_HEADER, "access_token", "access-token"})
 
     def __init__(self, settings: TikTokApp) -> None:
-        super().__init__(settings.base_url or API_URL)
+        super().__init__(settings.base_url or API_URL, settings.refresh_idle_lifetime)
         self.settings = settings
         self.auth_url = (settings.auth_url or AUTH_URL).rstrip("/")
 
     def is_configured(self, shop: str) -> bool:
         return shop in self.settings.shops
+
+    def authorization_ends(self, token: Token) -> float | None:
+        """`refresh_token_expire_in`: "equivalent to the authorization duration"."""
+        return token.refresh_expires_at or token.authorized_until
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -183,6 +235,33 @@ class TikTok(Platform):
             return configured.shop_cipher
         return token.extra.get("shop_cipher") or None
 
+    def lacks_details(self, shop: str, token: Token) -> bool:
+        """No cipher configured, none stored and the seller's shops not looked up yet."""
+        configured = self.settings.shops.get(shop)
+        if configured is not None and configured.shop_cipher:
+            return False
+        return LOOKED_UP not in token.extra and not token.extra.get("shop_cipher")
+
+    def details_request(self, shop: str, token: Token, now: float) -> OutgoingRequest:
+        """Get Authorized Shops, signed with the shop's token (it takes no shop_cipher)."""
+        asked = OutgoingRequest("GET", SHOPS_PATH, "", (("Accept", "application/json"),))
+        return self.apply_auth(shop, asked, token, now)
+
+    def parse_details(self, shop: str, reply: HttpReply) -> dict[str, str] | None:
+        data = json_object(reply.body)
+        if reply.status != 200 or data is None or _code(data.get("code")) != 0:
+            return None
+        found = data.get("data")
+        shops = found.get("shops") if isinstance(found, dict) else None
+        if not isinstance(shops, list):
+            return None
+        listed = [s for s in shops if isinstance(s, dict) and s.get("cipher")]
+        details = {LOOKED_UP: ", ".join(f"{s.get('id')} ({s.get('region')})" for s in listed)}
+        chosen = pick_shop(shop, listed)
+        if chosen is not None:
+            details.update({name: str(chosen[key]) for key, name in SHOP_FIELDS.items() if chosen.get(key)})
+        return details
+
     def apply_auth(self, shop: str, request: OutgoingRequest, token: Token, now: float) -> OutgoingRequest:
         path = unquote(request.path)  # the path the server sees (and signs), decoded
         query = drop_params(request.query, self.owned_query)
@@ -202,14 +281,11 @@ class TikTok(Platform):
 
     def should_inspect(self, status: int, headers: Mapping[str, str]) -> bool:
         """JSON replies of any status: TikTok's HTTP status for 105002 is unknown."""
-        media = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            return False
-        length = headers.get("Content-Length")
-        return not (length and length.isdigit() and int(length) > INSPECT_LIMIT)
+        media = media_type(headers)
+        return fits_inspection(headers) and (media == "application/json" or media.endswith("+json"))
 
     def classify(self, reply: HttpReply) -> Verdict:
-        body = _decoded(reply)
+        body = reply.body
         if b"105002" not in body and b"36009004" not in body:
             return Verdict.OK  # most replies: no JSON parsing on the hot path
         data = json_object(body)
@@ -222,6 +298,30 @@ class TikTok(Platform):
             return Verdict.TOKEN_INVALID
         return Verdict.OK
 
+    def error_members(self, problem: Mapping[str, Any]) -> dict[str, Any]:
+        """TikTok's envelope (platforms.md §4.1) is `code`, `message`, `request_id`: the
+        problem already has `code` (a string, never 0: a client reads it as failed, and
+        an SDK wanting an integer falls back to the HTTP status) and `request_id`."""
+        return {"message": problem["detail"]}
+
+    # -- rate limits ----------------------------------------------------------------------------
+
+    def operation(self, method: str, path: str) -> Operation:
+        return Operation(api_of(method, path), "api", (API_QUOTA,))
+
+    def published_limits(self) -> tuple[tuple[str, Quota], ...]:
+        return (("each API (method and path)", API_QUOTA),)
+
+    def throttle(self, reply: HttpReply) -> Throttle:
+        """HTTP 429, or code 36009002 whatever the status (no wait hint: the penalty applies)."""
+        if reply.status == 429:
+            return gate_throttle(reply)
+        body = reply.body  # decoded once, as received (HttpReply.received)
+        if b"36009002" not in body:
+            return gate_throttle(reply, False)
+        data = json_object(body)
+        return gate_throttle(reply, data is not None and _code(data.get("code")) == THROTTLED)
+
 
 def _code(value: Any) -> int | None:
     if isinstance(value, bool):
@@ -231,18 +331,6 @@ def _code(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return None
-
-
-def _decoded(reply: HttpReply) -> bytes:
-    """The reply head, un-gzipped when needed (the proxy does not decompress)."""
-    encoding = (reply.headers.get("Content-Encoding") or "").strip().lower()
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        return reply.body
-    wbits = 47 if encoding != "deflate" else zlib.MAX_WBITS  # 47: gzip or zlib header
-    try:
-        return zlib.decompressobj(wbits).decompress(reply.body, 4 * INSPECT_LIMIT)
-    except zlib.error:
-        return b""
 
 
 def _token_data(reply: HttpReply) -> dict[str, Any]:

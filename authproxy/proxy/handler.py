@@ -1,14 +1,19 @@
-"""The proxy handler: read, authenticate, forward, classify, replay once, stream back."""
+"""The proxy handler: aiohttp I/O only.
+
+Read the body, drive the auth flow (flow.py) by sending what it yields and
+handing back each reply's head, stream the answer back, log one line.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
+import secrets
 import traceback
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -17,23 +22,41 @@ from yarl import URL
 from authproxy.errors import (
     BodyTooLarge,
     ProxyError,
-    UnknownApp,
+    SecretUndecryptable,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from authproxy.models import HttpReply, OutgoingRequest, Token, TokenKey, Verdict
-from authproxy.platforms import Platform
+from authproxy.limits.shaper import UNSHAPED, Outcome, Ticket
+from authproxy.logs import AccessLog
+from authproxy.models import INSPECT_LIMIT, HttpReply, OutgoingRequest, TokenKey
+from authproxy.platforms import SECRET_QUERY
+from authproxy.proxy.body import StreamedBody, read_body
+from authproxy.proxy.flow import replay_once
 from authproxy.proxy.headers import request_headers, response_headers
-from authproxy.proxy.routing import drop_params, join_url, parse_route
-from authproxy.redact import redact_query
-from authproxy.state import STATE, State
-from authproxy.tokens import refreshed_here
+from authproxy.proxy.routing import join_url, parse_route
+from authproxy.query import drop_params, redact_query
+from authproxy.runtime import RUNTIME, AppRuntime, Runtime
+from authproxy.tokens.provider import refreshed_here
 
-access_log = logging.getLogger("authproxy.access")
+access_log = AccessLog()
 log = logging.getLogger("authproxy.proxy")
 CHUNK = 64 * 1024
-INSPECT_LIMIT = 64 * 1024
+#: replies with a Content-Length up to this (or without one, when they have come whole and
+#: are no longer) are read whole and answered in one write
+SMALL_REPLY = 64 * 1024
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+#: request ids made here: 64 random bits per process, then a counter (32 hex digits in all,
+#: unique across replicas and restarts without a random draw per request)
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count()
+
+
+def request_id_for(request: web.Request) -> str:
+    """The client's X-Request-Id when it is a sane one, else a new id."""
+    incoming = request.headers.get("X-Request-Id", "")
+    if incoming and REQUEST_ID.match(incoming):
+        return incoming
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 @dataclass
@@ -50,80 +73,66 @@ class Exchange:
     refreshed: bool = False
     replayed: bool = False
     error: str | None = None
+    ticket: Ticket | None = None  # its rate-limit allowance
+
+    def allowance(self) -> Ticket:
+        if self.ticket is None:
+            raise RuntimeError("the request has no rate-limit ticket")
+        return self.ticket
 
 
 @dataclass
 class Upstream:
-    """An upstream reply whose head was read, and maybe classified."""
+    """An upstream reply whose head was read when the platform classifies it."""
 
     response: aiohttp.ClientResponse
     head: bytes = b""
-    verdict: Verdict = Verdict.OK
-
-
-@dataclass
-class StreamedBody:
-    """A request body too large to buffer: forwarded as it arrives, capped at `limit`."""
-
-    prefix: bytes
-    source: aiohttp.StreamReader
-    limit: int
-    length: int | None  # the client's Content-Length, forwarded as is
-    sent: int = 0
-    too_large: bool = field(default=False)
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        yield self._counted(self.prefix)
-        async for chunk in self.source.iter_chunked(CHUNK):
-            yield self._counted(chunk)
-
-    def _counted(self, chunk: bytes) -> bytes:
-        self.sent += len(chunk)
-        if self.sent > self.limit:
-            self.too_large = True
-            raise BodyTooLarge(f"the request body exceeds {self.limit} bytes (server.max_body)")
-        return chunk
+    reply: HttpReply | None = None  # the classifiable head (None: not inspected or too long)
+    outcome: Outcome = UNSHAPED  # what it said about the rate limits
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    incoming_id = request.headers.get("X-Request-Id", "")
+    runtime = request.app[RUNTIME]
     exchange = Exchange(
-        request_id=incoming_id if REQUEST_ID.match(incoming_id) else uuid.uuid4().hex,
+        request_id=request_id_for(request),
         method=request.method,
         target=request.raw_path,
     )
     try:
-        response = await _handle(request, state, exchange)
+        response = await _handle(request, runtime, exchange)
+    except SecretUndecryptable as exc:  # never another shop's token: an error, counted and logged
+        exchange.error = exc.code
+        runtime.metrics.decrypt_failure(exchange.app or "-", exc.reason)  # read for a configured app only
+        log.error("%s: %s", exc.code, exc.detail)
+        response = _problem(exc, exchange, runtime)
     except ProxyError as exc:
         exchange.error = exc.code
         log.debug("%s: %s", exc.code, exc.detail)
-        response = _problem(exc, exchange)
+        response = _problem(exc, exchange, runtime)
     except Exception as exc:  # a bug: answer it like any error, log where it happened
         # the frames, not the message: a library's message may quote a URL with a token in it
         frames = "".join(traceback.format_tb(exc.__traceback__))
         log.error("unexpected %s in request %s\n%s", type(exc).__name__, exchange.request_id, frames)
         exchange.error = "internal_error"
         response = _problem(
-            ProxyError("authproxy failed unexpectedly; the log names the request id"), exchange
+            ProxyError("authproxy failed unexpectedly; the log names the request id"), exchange, runtime
         )
     exchange.status = response.status
     # only configured apps become label values: a client must not grow the label set
-    known_app = exchange.app if exchange.app in state.platforms else None
-    state.metrics.request(known_app or "-", response.status)
+    known_app = exchange.app if exchange.app in runtime.apps else None
+    runtime.metrics.request(known_app or "-", response.status)
     _log_exchange(exchange)
     return response
 
 
-async def _handle(request: web.Request, state: State, exchange: Exchange) -> web.StreamResponse:
+async def _handle(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.StreamResponse:
     route = parse_route(request.raw_path)
     exchange.app, exchange.shop = route.app, route.shop
     exchange.target = route.path + ("?" + route.query if route.query else "")
-    platform = state.platforms.get(route.app)
-    if platform is None:
-        raise UnknownApp(f"no app named {route.app!r} is configured")
-    state.clients.check(request.headers.get("X-AuthProxy-Key"), route.app, route.shop)
-    body = await _read_body(request, state)
+    app = runtime.app(route.app)
+    runtime.clients.check(request.headers.get("X-AuthProxy-Key"), route.app, route.shop)
+    platform = app.platform
+    body = await read_body(request, runtime.server)
     outgoing = OutgoingRequest(
         method=request.method,
         path=route.path,
@@ -138,77 +147,90 @@ async def _handle(request: web.Request, state: State, exchange: Exchange) -> web
     if outgoing.streamed and platform.needs_buffered_body(outgoing):
         raise BodyTooLarge(
             f"{platform.name} signs the request body: bodies over "
-            f"{state.server.max_replay_body} bytes (server.max_replay_body) cannot be sent"
+            f"{runtime.server.max_replay_body} bytes (server.max_replay_body) cannot be sent"
         )
     stream = body if isinstance(body, StreamedBody) else None
-    key = TokenKey(route.app, route.shop)
-    async with state.limiter.slot(key, platform.concurrency_limit):
-        upstream = await _forward_with_replay(state, platform, key, outgoing, stream, exchange)
-        return await _stream_back(request, upstream, exchange)
+    exchange.ticket = runtime.shaper.ticket(request.headers)
+    async with runtime.slots.slot(app.tokens.key(route.shop), platform.concurrency_limit):
+        upstream = await _forward(runtime, app, route.shop, outgoing, stream, exchange)
+        return await _answer(request, upstream, exchange)
 
 
-async def _forward_with_replay(
-    state: State,
-    platform: Platform,
-    key: TokenKey,
+async def _forward(
+    runtime: Runtime,
+    app: AppRuntime,
+    shop: str,
     outgoing: OutgoingRequest,
     stream: StreamedBody | None,
     exchange: Exchange,
 ) -> Upstream:
-    token = await state.tokens.current(key, platform)
+    """Drive the auth flow: send what it yields until it is done with a reply."""
+    flow = replay_once(
+        app.platform, app.tokens, runtime.clock, shop, outgoing, replayable=not outgoing.streamed
+    )
+    signed = await anext(flow)
     exchange.refreshed = refreshed_here.get()
-    upstream = await _send(state, platform, key, outgoing, stream, token, exchange)
-    if upstream.verdict is not Verdict.TOKEN_INVALID or outgoing.streamed:
-        return upstream
-    upstream.response.release()
-    token = await state.tokens.after_rejection(key, platform, token)
-    exchange.refreshed = exchange.replayed = True
-    state.metrics.replay(key.app)
-    return await _send(state, platform, key, outgoing, None, token, exchange)
+    while True:
+        upstream = await _send(runtime, app, shop, signed, stream, exchange)
+        if runtime.shaper.retry(upstream.outcome, exchange.allowance(), replayable=not outgoing.streamed):
+            upstream.response.release()  # refused at the platform's gate: safe to send once more
+            exchange.replayed = True
+            upstream = await _send(runtime, app, shop, signed, None, exchange)
+        try:
+            signed = await flow.asend(upstream.reply)
+        except StopAsyncIteration:
+            return upstream
+        upstream.response.release()
+        exchange.refreshed = exchange.replayed = True
+        runtime.metrics.replay(app.name)
+        stream = None
 
 
 async def _send(
-    state: State,
-    platform: Platform,
-    key: TokenKey,
-    outgoing: OutgoingRequest,
+    runtime: Runtime,
+    app: AppRuntime,
+    shop: str,
+    signed: OutgoingRequest,
     stream: StreamedBody | None,
-    token: Token,
     exchange: Exchange,
 ) -> Upstream:
     loop = asyncio.get_running_loop()
-    signed = platform.apply_auth(key.shop, outgoing, token, state.clock.now())
-    url = URL(join_url(platform.base_url, signed.path, signed.query), encoded=True)
+    key = TokenKey(app.name, shop)
+    admission = await runtime.shaper.admit(key, app.platform, signed, exchange.allowance())
+    url = URL(join_url(app.base_url, signed.path, signed.query), encoded=True)
     headers = list(signed.headers)
     if stream is not None and stream.length is not None:
         headers.append(("Content-Length", str(stream.length)))
     started = loop.time()
     try:
-        response = await state.session.request(
+        response = await runtime.session.request(
             signed.method,
             url,
             headers=headers,
             data=stream.chunks() if stream is not None else (signed.body or None),
             allow_redirects=False,
-            timeout=state.upstream_timeout,
+            timeout=runtime.upstream_timeout,
         )
-    except BodyTooLarge:
+    except ProxyError:
         raise
     except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout(f"{platform.base_url} did not answer in time") from None
+        raise UpstreamTimeout(f"{app.base_url} did not answer in time") from None
     except aiohttp.ClientError as exc:
-        if stream is not None and stream.too_large:
-            raise BodyTooLarge(f"the request body exceeds {stream.limit} bytes") from None
-        raise UpstreamUnreachable(f"{platform.base_url} is unreachable ({type(exc).__name__})") from None
+        if stream is not None and stream.failure is not None:
+            raise stream.failure from None  # the client's body, not the upstream, failed
+        raise UpstreamUnreachable(f"{app.base_url} is unreachable ({type(exc).__name__})") from None
     exchange.upstream_ms = (loop.time() - started) * 1000
-    state.metrics.upstream(key.app, loop.time() - started)
-    return await _inspect(platform, response)
+    runtime.metrics.upstream(app.name, loop.time() - started)
+    upstream = await _inspect(app, response)
+    reply = upstream.reply or HttpReply(response.status, response.headers, b"")
+    upstream.outcome = await runtime.shaper.learn(admission, app.platform, reply)
+    return upstream
 
 
-async def _inspect(platform: Platform, response: aiohttp.ClientResponse) -> Upstream:
-    """Read up to 64 KiB of a reply the platform wants to classify."""
+async def _inspect(app: AppRuntime, response: aiohttp.ClientResponse) -> Upstream:
+    """Read up to INSPECT_LIMIT bytes of a reply the platform wants to classify."""
     upstream = Upstream(response)
-    if not platform.should_inspect(response.status, response.headers):
+    if not app.platform.should_inspect(response.status, response.headers):
         return upstream
     head = bytearray()
     try:
@@ -218,64 +240,103 @@ async def _inspect(platform: Platform, response: aiohttp.ClientResponse) -> Upst
                 break
             head += chunk
     except (TimeoutError, aiohttp.ClientError):
-        response.release()
+        response.close()
         raise UpstreamTimeout("the upstream stopped sending its reply") from None
     upstream.head = bytes(head)
     if response.content.at_eof() and len(head) <= INSPECT_LIMIT:
-        reply = HttpReply(response.status, response.headers, upstream.head)
-        upstream.verdict = platform.classify(reply)
+        upstream.reply = HttpReply.received(response.status, response.headers, upstream.head)
     return upstream
 
 
-async def _stream_back(request: web.Request, upstream: Upstream, exchange: Exchange) -> web.StreamResponse:
+async def _answer(request: web.Request, upstream: Upstream, exchange: Exchange) -> web.StreamResponse:
+    """The upstream's reply, passed on: read whole and written at once when its length is
+    known and small, else streamed chunk by chunk (memory stays bounded either way)."""
     response = upstream.response
-    out = web.StreamResponse(status=response.status, reason=response.reason)
-    for name, value in response_headers(response.headers.items()):
-        # the platform's own request id (Shoptet, Amazon...) stays readable beside ours
-        out.headers.add("X-Upstream-Request-Id" if name.lower() == "x-request-id" else name, value)
-    out.headers["X-Request-Id"] = exchange.request_id
+    headers = response_headers(response.headers.items())
+    headers.append(("X-Request-Id", exchange.request_id))
     if exchange.replayed:
-        out.headers["X-AuthProxy-Retried"] = "1"
+        headers.append(("X-AuthProxy-Retried", "1"))
+    if (seconds := upstream.outcome.retry_after) is not None:  # a throttled reply: in seconds,
+        headers = [(k, v) for k, v in headers if k.lower() != "retry-after"]  # whatever it said
+        headers.append(("Retry-After", str(seconds)))
+    try:
+        length = response.content_length
+        # a small known length, or no length but the whole reply is here already (a chunked
+        # reply that came in one piece): nothing to wait for that a stream would show sooner
+        if (length is not None and length <= SMALL_REPLY) or (length is None and response.content.is_eof()):
+            return await _whole(request, response, upstream.head, headers, exchange)
+        return await _streamed(request, response, upstream.head, headers, exchange)
+    finally:
+        _let_go(response)
+
+
+async def _whole(
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    head: bytes,
+    headers: list[tuple[str, str]],
+    exchange: Exchange,
+) -> web.StreamResponse:
+    """A reply of at most SMALL_REPLY bytes, or one that has come whole: one write to the client
+    (larger than SMALL_REPLY after all: streamed on from what was read)."""
+    body = bytearray(head)
+    try:
+        while len(body) <= SMALL_REPLY and (chunk := await response.content.readany()):
+            body += chunk
+    except (aiohttp.ClientError, TimeoutError):  # broke off: passed on as a stream that broke off
+        return await _streamed(request, response, bytes(body), headers, exchange)
+    if not response.content.at_eof():
+        return await _streamed(request, response, bytes(body), headers, exchange)
+    out = web.Response(status=response.status, reason=response.reason, headers=headers, body=bytes(body))
     try:
         await out.prepare(request)
-        if upstream.head:
-            await out.write(upstream.head)
-        async for chunk in response.content.iter_chunked(CHUNK):
-            await out.write(chunk)
         await out.write_eof()
-    except ConnectionResetError:  # the client went away: nothing is wrong upstream
-        exchange.error = "client_gone"
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        log.warning("upstream stream of %s broke off: %s", exchange.request_id, type(exc).__name__)
-        exchange.error = "upstream_aborted"
-        if request.transport is not None:
-            request.transport.close()  # a truncated body must not look complete
-    finally:
-        response.release()
+    except (ConnectionError, aiohttp.ClientError, TimeoutError):
+        exchange.error = "client_gone"  # nothing else writes to the client here
     return out
 
 
-async def _read_body(request: web.Request, state: State) -> bytes | StreamedBody:
-    """The body buffered when it fits `max_replay_body`, else streamed (capped)."""
-    limit, cap = state.server.max_replay_body, state.server.max_body
-    length = request.content_length
-    if length is not None and length > cap:
-        raise BodyTooLarge(f"the request body ({length} bytes) exceeds {cap} bytes (server.max_body)")
-    if not request.body_exists:
-        return b""
-    buffered = bytearray()
-    while len(buffered) <= limit:
-        chunk = await request.content.readany()
-        if not chunk:
-            return bytes(buffered)
-        buffered += chunk
-    if len(buffered) > cap:
-        raise BodyTooLarge(f"the request body exceeds {cap} bytes (server.max_body)")
-    return StreamedBody(bytes(buffered), request.content, cap, length)
+async def _streamed(
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    head: bytes,
+    headers: list[tuple[str, str]],
+    exchange: Exchange,
+) -> web.StreamResponse:
+    out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
+    try:
+        await out.prepare(request)
+        if head:
+            await out.write(head)
+        async for chunk in response.content.iter_chunked(CHUNK):
+            await out.write(chunk)
+        await out.write_eof()
+    except (ConnectionError, aiohttp.ClientError, TimeoutError) as exc:
+        client = request.transport
+        if client is None or client.is_closing():  # reset, or gone while a write waited
+            exchange.error = "client_gone"
+        else:
+            log.warning("upstream stream of %s broke off: %s", exchange.request_id, type(exc).__name__)
+            exchange.error = "upstream_aborted"
+            client.close()  # a truncated body must not look complete
+    return out
 
 
-def _problem(exc: ProxyError, exchange: Exchange) -> web.Response:
-    body = exc.body_bytes(app=exchange.app, shop=exchange.shop, request_id=exchange.request_id)
+def _let_go(response: aiohttp.ClientResponse) -> None:
+    """Pool the upstream connection only after a whole reply; close it after a partial one,
+    dropping whatever it still buffers rather than reading the rest of a large body."""
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
+
+
+def _problem(exc: ProxyError, exchange: Exchange, runtime: Runtime) -> web.Response:
+    app = runtime.apps.get(exchange.app or "")
+    dialect = app.platform.error_members if app is not None else None  # the platform's error shape too
+    body = exc.body_bytes(
+        app=exchange.app, shop=exchange.shop, request_id=exchange.request_id, dialect=dialect
+    )
     headers = exc.headers()
     headers["X-Request-Id"] = exchange.request_id
     return web.Response(status=exc.status, body=body, headers=headers)
@@ -283,17 +344,19 @@ def _problem(exc: ProxyError, exchange: Exchange) -> web.Response:
 
 def _log_exchange(exchange: Exchange) -> None:
     path, _, query = exchange.target.partition("?")
-    fields = {
+    fields: dict[str, Any] = {
         "request_id": exchange.request_id,
         "app": exchange.app,
         "shop": exchange.shop,
         "method": exchange.method,
-        "path": path + ("?" + redact_query(query) if query else ""),
+        "path": path + ("?" + redact_query(query, SECRET_QUERY) if query else ""),
         "status": exchange.status,
         "upstream_ms": round(exchange.upstream_ms, 1) if exchange.upstream_ms is not None else None,
         "refreshed": exchange.refreshed,
         "replayed": exchange.replayed,
     }
+    if exchange.ticket is not None and exchange.ticket.waited > 0:
+        fields["waited_ms"] = round(exchange.ticket.waited * 1000, 1)
     if exchange.error:
         fields["error"] = exchange.error
-    access_log.info("%(method)s %(path)s -> %(status)s", fields, extra={"fields": fields})
+    access_log.write(fields)

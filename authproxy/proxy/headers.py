@@ -21,30 +21,65 @@ HOP_BY_HOP = frozenset(
 CLIENT_KEY_HEADER = "x-authproxy-key"
 #: inbound credentials: never forwarded, whatever the platform
 INBOUND_CREDENTIALS = frozenset({"authorization", "cookie", CLIENT_KEY_HEADER})
-#: set by the proxy or the HTTP client library, not copied from the client
-REQUEST_MANAGED = frozenset({"host", "content-length", "expect", "x-request-id"})
+#: set by the proxy or the HTTP client library, or meant for the proxy: not copied from the client
+REQUEST_MANAGED = frozenset({"host", "content-length", "expect", "x-request-id", "x-authproxy-max-wait"})
+
+#: the upstream's own request id (Shoptet, Amazon...) stays readable beside authproxy's
+UPSTREAM_REQUEST_ID = "X-Upstream-Request-Id"
 
 Headers = Iterable[tuple[str, str]]
+_dropped_by: dict[frozenset[str], frozenset[str]] = {}
 
 
-def _connection_named(headers: Headers) -> frozenset[str]:
-    named: set[str] = set()
-    for key, value in headers:
-        if key.lower() == "connection":
-            named.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return frozenset(named)
+def _request_dropped(credential_headers: frozenset[str]) -> frozenset[str]:
+    """The names a request drops, per platform's credential headers (a handful: kept)."""
+    found = _dropped_by.get(credential_headers)
+    if found is None:
+        found = HOP_BY_HOP | REQUEST_MANAGED | INBOUND_CREDENTIALS | credential_headers
+        _dropped_by[credential_headers] = found
+    return found
+
+
+#: Connection values that name no other header (the usual ones): nothing to parse
+PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
+
+
+def _tokens(value: str) -> set[str]:
+    if value in PLAIN_CONNECTION:
+        return set()
+    return {token.strip().lower() for token in value.split(",") if token.strip()}
 
 
 def request_headers(headers: Headers, credential_headers: frozenset[str]) -> tuple[tuple[str, str], ...]:
     """Client headers to forward upstream: no hop-by-hop, no inbound credentials."""
-    items = list(headers)
-    dropped = HOP_BY_HOP | REQUEST_MANAGED | INBOUND_CREDENTIALS | credential_headers
-    dropped |= _connection_named(items)
-    return tuple((k, v) for k, v in items if k.lower() not in dropped)
+    dropped = _request_dropped(credential_headers)
+    kept: list[tuple[str, str]] = []
+    named: set[str] = set()  # what Connection names is hop-by-hop too
+    for key, value in headers:
+        lower = key.lower()
+        if lower not in dropped:
+            kept.append((key, value))
+        elif lower == "connection":
+            named |= _tokens(value)
+    if named:
+        return tuple((k, v) for k, v in kept if k.lower() not in named)
+    return tuple(kept)
 
 
 def response_headers(headers: Headers) -> list[tuple[str, str]]:
-    """Upstream headers to pass back to the client: no hop-by-hop."""
-    items = list(headers)
-    dropped = HOP_BY_HOP | _connection_named(items)
-    return [(k, v) for k, v in items if k.lower() not in dropped]
+    """Upstream headers to pass back to the client: no hop-by-hop; the upstream's
+    X-Request-Id as X-Upstream-Request-Id (the proxy's own goes beside it)."""
+    kept: list[tuple[str, str]] = []
+    named: set[str] = set()
+    for key, value in headers:
+        lower = key.lower()
+        if lower in HOP_BY_HOP:
+            if lower == "connection":
+                named |= _tokens(value)
+        elif lower == "x-request-id":
+            kept.append((UPSTREAM_REQUEST_ID, value))
+        else:
+            kept.append((key, value))
+    if named:
+        return [(k, v) for k, v in kept if k.lower() not in named]
+    return kept

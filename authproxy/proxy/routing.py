@@ -2,16 +2,14 @@
 
 The upstream path is validated, not rewritten: it is forwarded as the client
 encoded it, so a path that decodes to a traversal is refused rather than
-"fixed". The query is kept byte-for-byte but for the parameters a platform
-owns, which are dropped here and appended by the platform.
+"fixed". The query is passed on raw (see query.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, unquote_plus
+from urllib.parse import unquote
 
 from authproxy.errors import BadPath
 
@@ -44,6 +42,8 @@ def parse_route(raw_target: str) -> Route:
 
 
 def _check_path(raw_path: str) -> None:
+    if "%" not in raw_path and "/." not in raw_path and "\\" not in raw_path and "\x00" not in raw_path:
+        return  # nothing to decode, no "." or ".." segment: the common case, checked at once
     decoded = raw_path
     for _ in range(MAX_DECODE_ROUNDS):
         if "\\" in decoded or "\x00" in decoded:
@@ -59,35 +59,3 @@ def _check_path(raw_path: str) -> None:
 
 def join_url(base_url: str, path: str, query: str) -> str:
     return base_url + path + ("?" + query if query else "")
-
-
-# -- query strings (raw, percent-encoded) --------------------------------------------------
-
-
-def _key(segment: str) -> str:
-    return unquote_plus(segment.partition("=")[0])
-
-
-def drop_params(query: str, names: Iterable[str]) -> str:
-    """The query without the named parameters; every other byte kept."""
-    owned = frozenset(names)
-    if not query or not owned:
-        return query
-    return "&".join(s for s in query.split("&") if s and _key(s) not in owned)
-
-
-def add_params(query: str, pairs: Iterable[tuple[str, str]]) -> str:
-    encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
-    if not encoded:
-        return query
-    return f"{query}&{encoded}" if query else encoded
-
-
-def decoded_params(query: str) -> list[tuple[str, str]]:
-    """Every (key, value) of the query, decoded, in order."""
-    pairs = []
-    for segment in query.split("&"):
-        if segment:
-            key, _, value = segment.partition("=")
-            pairs.append((unquote_plus(key), unquote_plus(value)))
-    return pairs

@@ -19,7 +19,32 @@ def sellercenter() -> Sandbox:
     return SellerCenterSandbox({"app-1": "secret-1"})
 
 
-SANDBOXES = {"sellercenter": sellercenter}
+#: the TikTok sandbox's app credentials when it runs on its own
+TIKTOK_APP_KEY, TIKTOK_APP_SECRET = "sandbox-app-key", "sandbox-app-secret"
+
+
+def tiktok() -> Sandbox:
+    """POST /_sandbox/refresh_token seeds a seller's refresh token: with `{"cipher": C}`, of a
+    seller whose shop has cipher C (another cipher is refused with that seller's tokens)."""
+    from authproxy.sandbox.tiktok import TikTokSandbox
+
+    return TikTokSandbox(TIKTOK_APP_KEY, TIKTOK_APP_SECRET)
+
+
+#: the refresh token the `oauth2` sandbox accepts first (client "bench-client"/"bench-secret")
+OAUTH2_SEED = "bench-seed-refresh-token"
+
+
+def oauth2() -> Sandbox:
+    """Refresh-token grants (not rotated: several proxies may start from the one seed)."""
+    from authproxy.sandbox.oauth2 import OAuth2Sandbox
+
+    sandbox = OAuth2Sandbox("bench-client", "bench-secret", rotate=False)
+    sandbox.book.refresh[OAUTH2_SEED] = sandbox.clock.now() + sandbox.book.refresh_lifetime
+    return sandbox
+
+
+SANDBOXES = {"sellercenter": sellercenter, "oauth2": oauth2, "tiktok": tiktok}
 
 
 def main() -> None:
@@ -29,7 +54,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9001)
     args = parser.parse_args()
     app = SANDBOXES[args.name]().app()
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, backlog=1024)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from authproxy.models import Clock, SystemClock
+from authproxy.sandbox.limits import Arrivals
 
 CHUNK = b"x" * 65536
 
@@ -23,6 +26,7 @@ class Knobs:
     token_status: int | None = None  # answer the token endpoint with this HTTP status
     token_hang: bool = False  # never answer the token endpoint
     reject_refresh: bool = False  # refuse every refresh credential (invalid_grant)
+    limits: bool = True  # enforce the platform's rate limits
 
 
 @dataclass
@@ -30,10 +34,13 @@ class Stats:
     token_calls: int = 0
     api_calls: int = 0
     rejected_api_calls: int = 0
+    throttled_api_calls: int = 0  # refused for a rate limit (429...)
     reused_refresh_tokens: int = 0
+    refused_refreshes: int = 0  # refresh credentials the token endpoint refused (spent, dead, unknown)
     concurrent: int = 0
     max_concurrent: int = 0
     presented_refresh_tokens: list[str] = field(default_factory=list)
+    token_call_times: list[float] = field(default_factory=list)  # when each token call came in
 
 
 class TokenBook:
@@ -96,12 +103,17 @@ class Sandbox:
         self.knobs = Knobs()
         self.stats = Stats()
         self.hang = asyncio.Event()
+        self.arrivals = Arrivals()  # calls that counted against a rate limit
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024**3)
+        # bodies as they arrived on the wire (a gzip body stays gzip): what a platform signs and checks
+        app = web.Application(client_max_size=1024**3, handler_args={"auto_decompress": False})
         app.router.add_get("/_sandbox/stats", self._stats)
         app.router.add_post("/_sandbox/expire", self._expire)
         app.router.add_post("/_sandbox/knobs", self._set_knobs)
+        app.router.add_get("/_sandbox/arrivals", self._arrivals)
+        app.cleanup_ctx.append(self._watching)
+        app.router.add_post("/_sandbox/refresh_token", self._seed)
         self.add_routes(app)
         return app
 
@@ -113,6 +125,7 @@ class Sandbox:
     async def token_gate(self) -> web.Response | None:
         """Count a token call; answer it badly if the knobs say so."""
         self.stats.token_calls += 1
+        self.stats.token_call_times.append(self.clock.now())
         if self.knobs.token_hang:
             await self.hang.wait()
         if self.knobs.token_status is not None:
@@ -130,9 +143,10 @@ class Sandbox:
     # -- API helpers ------------------------------------------------------------------------
 
     async def api_reply(
-        self, request: web.Request, extra: dict[str, Any] | None = None
+        self, request: web.Request, extra: dict[str, Any] | None = None, *, inside: str | None = None
     ) -> web.StreamResponse:
-        """The sandbox API: echo what arrived, stream N bytes, or swallow an upload."""
+        """The sandbox API: echo what arrived (as the member `inside` of the reply, when
+        given: a platform's envelope), stream N bytes, or swallow an upload."""
         self.stats.api_calls += 1
         self.stats.concurrent += 1
         self.stats.max_concurrent = max(self.stats.max_concurrent, self.stats.concurrent)
@@ -146,19 +160,18 @@ class Sandbox:
             async for chunk in request.content.iter_chunked(65536):
                 digest.update(chunk)
                 size += len(chunk)
-            return web.json_response(
-                {
-                    "ok": True,
-                    "sandbox": self.name,
-                    "method": request.method,
-                    "path": request.path,
-                    "query": request.rel_url.raw_query_string,
-                    "body_sha256": digest.hexdigest(),
-                    "body_bytes": size,
-                    "headers": {k.lower(): v for k, v in request.headers.items() if _shown(k)},
-                    **(extra or {}),
-                }
-            )
+            echo = {
+                "ok": True,
+                "sandbox": self.name,
+                "method": request.method,
+                "path": request.path,
+                "query": request.rel_url.raw_query_string,
+                "body_sha256": digest.hexdigest(),
+                "body_bytes": size,
+                "headers": {k.lower(): v for k, v in request.headers.items() if _shown(k)},
+                **(extra or {}),
+            }
+            return web.json_response(echo if inside is None else {inside: echo})
         finally:
             self.stats.concurrent -= 1
 
@@ -177,8 +190,28 @@ class Sandbox:
     # -- control routes ----------------------------------------------------------------------
 
     async def _stats(self, request: web.Request) -> web.Response:
-        data = {k: v for k, v in vars(self.stats).items() if k != "presented_refresh_tokens"}
+        data = {k: v for k, v in vars(self.stats).items() if not isinstance(v, list)}
         return web.json_response(data)
+
+    async def _watching(self, app: web.Application) -> AsyncIterator[None]:
+        """Watch the sandbox's own event loop for stalls while it serves."""
+        watcher = asyncio.create_task(self.arrivals.watch())
+        yield
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+    async def _arrivals(self, request: web.Request) -> web.Response:
+        return web.json_response(self.arrivals.as_json())
+
+    async def _seed(self, request: web.Request) -> web.Response:
+        """A refresh token as if a seller had just authorized the app (for tests in other
+        processes); a JSON object body names seed_refresh_token's arguments (TikTok: `cipher`)."""
+        asked = await request.json() if request.can_read_body else {}
+        return web.json_response({"refresh_token": self.seed_refresh_token(**asked)})
+
+    def seed_refresh_token(self) -> str:
+        return self.book.issue_refresh()
 
     async def _expire(self, request: web.Request) -> web.Response:
         self.book.expire_all()

@@ -4,7 +4,13 @@ Checks what Shopee checks: partner_id, the timestamp within 5 minutes of its
 clock, the HMAC sign over the path as received, and an access token issued to
 the shop_id / merchant_id in the query. Refresh tokens are single use and
 rotate; the previous access token keeps working for 5 minutes after a refresh.
-Errors use Shopee's envelope, typo included: `invalid_acceess_token`.
+A refresh token dies `refresh_lifetime` seconds after its issue if unused (30
+days; each refresh issues a new one), answered as Shopee does: "Your
+refresh_token expired." (`refresh_token_expired`); a spent or unknown one is
+"Invalid refresh_token.". Errors use Shopee's envelope, typo included:
+`invalid_acceess_token`.
+Shopee publishes no rate limits; `throttle_calls` makes the next calls answer
+`error_rate_limit` (the HTTP status for it is UNVERIFIED: `throttle_status`).
 """
 
 from __future__ import annotations
@@ -56,8 +62,10 @@ class ShopeeSandbox(Sandbox):
         clock: Clock | None = None,
         lifetime: float = 14400,
         prefix: str = "",
+        refresh_lifetime: float = 30 * 86400,
     ) -> None:
         super().__init__(clock, lifetime)
+        self.book.refresh_lifetime = refresh_lifetime
         self.partner_id, self.partner_key, self.prefix = partner_id, partner_key, prefix.rstrip("/")
         self.owners: dict[str, frozenset[str]] = {}  # access/refresh token -> "shop_id:1", ...
         self.paired: dict[str, str] = {}  # refresh token -> the access token issued with it
@@ -67,7 +75,9 @@ class ShopeeSandbox(Sandbox):
         self.consenting = "shop_id:1000001"  # who "clicks Authorize" on the consent page
         self.denied_paths: set[str] = set()  # API paths answered with error_permission
         self.invalid_token_status = 403  # HTTP status of invalid_acceess_token (UNVERIFIED)
-        self.token_requests: list[dict[str, Any]] = []  # {"path", "query", "body"} as received
+        self.token_requests: list[dict[str, Any]] = []  # {"path", "query", "body", "at"} as received
+        self.throttle_calls = 0  # answer this many next API calls with error_rate_limit
+        self.throttle_status = 429
 
     def add_routes(self, app: web.Application) -> None:
         p = self.prefix
@@ -128,7 +138,12 @@ class ShopeeSandbox(Sandbox):
     async def _json(self, request: web.Request) -> dict[str, Any]:
         data = json_body(await request.read())
         self.token_requests.append(
-            {"path": request.rel_url.raw_path, "query": request.rel_url.raw_query_string, "body": data}
+            {
+                "path": request.rel_url.raw_path,
+                "query": request.rel_url.raw_query_string,
+                "body": data,
+                "at": self.clock.now(),
+            }
         )
         if not isinstance(data, dict) or data.get("partner_id") != self.partner_id:
             raise Refusal(400, "error_param", "error params")
@@ -191,6 +206,8 @@ class ShopeeSandbox(Sandbox):
             presented = str(data.get("refresh_token", ""))
             self._use_refresh(presented, account)
         except Refusal as refusal:
+            if "refresh_token" in refusal.message:
+                self.stats.refused_refreshes += 1
             return refusal.response()
         pair = self.issue_pair([account])
         kind, _, number = account.partition(":")
@@ -230,6 +247,10 @@ class ShopeeSandbox(Sandbox):
             self._check_token(token, f"{kind}:{number}")
             if path in self.denied_paths:
                 raise Refusal(403, "error_permission", "No permission. Please inform seller.")
+            if self.throttle_calls > 0:
+                self.throttle_calls -= 1
+                self.stats.throttled_api_calls += 1
+                raise Refusal(self.throttle_status, "error_rate_limit", "Too many requests, try later.")
         except Refusal as refusal:
             self.stats.rejected_api_calls += 1
             return refusal.response()

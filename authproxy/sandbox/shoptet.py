@@ -13,6 +13,12 @@
   nginx's `limit_conn per_token 3`, HTTP 429 for a 4th concurrent connection
   on one token.
 
+- a leaky bucket per e-shop (`capacity` drops, `leak` per second; "200 drops,
+  10/s" in third-party code, UNVERIFIED): every API reply says
+  `X-RateLimit-Bucket-Filling: used/max`, and a full bucket answers 429 with
+  `Retry-After: <HTTP-date>` (the second a drop fits again);
+- 423 Locked for a write identical (method, path, body) to one still running.
+
 The OAuth access token is permanent, so `reused_refresh_tokens` counts up by
 design here; `max_valid_tokens` and `max_concurrent_per_token` are the
 numbers to watch.
@@ -21,6 +27,7 @@ numbers to watch.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +36,7 @@ from aiohttp import web
 
 from authproxy.models import Clock
 from authproxy.sandbox.base import Knobs, Sandbox, Stats, json_body
+from authproxy.sandbox.limits import LeakyBucket, http_date
 
 OAUTH = "/action/ApiOAuthServer"
 API_LIFETIME = 1800.0
@@ -36,6 +44,8 @@ MAX_VALID_TOKENS = 5
 MAX_CONNECTIONS = 3
 NO_RIGHTS = frozenset({"/api/stocks", "/api/invoices"})  # endpoints this add-on was not granted
 TOO_MANY = "<html><head><title>429 Too Many Requests</title></head><body>429 Too Many Requests</body></html>"
+FILLING = "X-RateLimit-Bucket-Filling"
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass
@@ -51,6 +61,7 @@ class ShoptetStats(Stats):
     max_valid_tokens: int = 0  # most valid API tokens one e-shop had at once
     refused_tokens: int = 0  # getAccessToken calls refused by the 5-token limit
     getaccesstoken_methods: list[str] = field(default_factory=list)
+    locked: int = 0  # 423s for an identical write still running
 
 
 class ShoptetSandbox(Sandbox):
@@ -65,6 +76,7 @@ class ShoptetSandbox(Sandbox):
         clock: Clock | None = None,
         lifetime: float = API_LIFETIME,
         redirect_uri: str | None = None,
+        bucket: tuple[int, float] = (200, 10.0),
     ) -> None:
         super().__init__(clock, lifetime)
         self.knobs = ShoptetKnobs()
@@ -75,6 +87,10 @@ class ShoptetSandbox(Sandbox):
         self.owners: dict[str, int] = {}  # API token -> e-shop id
         self.inflight: dict[str, int] = {}  # API token -> open connections
         self.held = asyncio.Event()  # calls to .../held wait for it: connections kept open at will
+        self.bucket_size = bucket
+        self.buckets: dict[int, LeakyBucket] = {}  # e-shop id -> its leaky bucket
+        self.writing: set[tuple[str, str, str]] = set()  # writes in progress: method, path, body hash
+        self.retry_dates: list[float] = []  # every Retry-After it sent (Unix time)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(OAUTH + "/token", self.token)
@@ -95,6 +111,15 @@ class ShoptetSandbox(Sandbox):
         token = secrets.token_hex(24)
         self.oauth_tokens[token] = eshop_id
         return token
+
+    def bucket(self, eshop_id: int) -> LeakyBucket:
+        return self.buckets.setdefault(eshop_id, LeakyBucket(*self.bucket_size))
+
+    def fill_bucket(self, eshop_id: int = 222651) -> None:
+        """Someone else (another add-on, the shop's own scripts) used up the e-shop's bucket."""
+        bucket = self.bucket(eshop_id)
+        bucket.drain(self.arrivals.clock())
+        bucket.level = float(bucket.capacity)
 
     def valid_tokens(self, eshop_id: int) -> list[str]:
         now = self.clock.now()
@@ -193,9 +218,46 @@ class ShoptetSandbox(Sandbox):
             shown = f"{token[:3]}..{token[-3:]}"
             message = f'Your access token "{shown}" has no defined rights for this resource.'
             return self._error(403, "invalid-token-no-rights", message)
+        eshop_id = self.owners.get(token)
+        if eshop_id is None or not self.knobs.limits:
+            return await self._answer(request, eshop_id)
+        bucket = self.bucket(eshop_id)
+        now = self.arrivals.clock()
+        passed = bucket.add(now)
+        self.arrivals.calls.setdefault(str(eshop_id), []).append((now, passed))
+        reply: web.StreamResponse
+        if not passed:
+            self.stats.throttled_api_calls += 1
+            free_at = bucket.free_at(now)
+            self.retry_dates.append(free_at)
+            reply = self._error(429, "too-many-requests", "API rate limit exceeded.")
+            reply.headers["Retry-After"] = http_date(free_at)
+        elif request.method in WRITES:
+            reply = await self._write(request, eshop_id)
+        else:
+            reply = await self._answer(request, eshop_id)
+        if not reply.prepared:
+            reply.headers[FILLING] = bucket.filling()
+        return reply
+
+    async def _answer(self, request: web.Request, eshop_id: int | None, **extra: Any) -> web.StreamResponse:
         if request.path.endswith("/held"):
             await self.held.wait()
-        return await self.api_reply(request, {"eshopId": self.owners.get(token)})
+        return await self.api_reply(request, {"eshopId": eshop_id, **extra})
+
+    async def _write(self, request: web.Request, eshop_id: int) -> web.StreamResponse:
+        """423 while an identical write (method, path, body) is still being processed."""
+        body = await request.read()
+        digest = hashlib.sha256(body).hexdigest()
+        key = (request.method, request.path_qs, digest)
+        if key in self.writing:
+            self.stats.locked += 1
+            return self._error(423, "locked", "An identical request is being processed, try again later.")
+        self.writing.add(key)
+        try:
+            return await self._answer(request, eshop_id, body_sha256=digest, body_bytes=len(body))
+        finally:
+            self.writing.discard(key)
 
     def _error(self, status: int, code: str, message: str) -> web.Response:
         self.stats.rejected_api_calls += 1

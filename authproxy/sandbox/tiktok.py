@@ -15,7 +15,26 @@ dead refresh token (36004001 expired, 36004005 unknown) and a bad auth code
 (36004004) are the ones integrators observe; bad app credentials or grant
 type are undocumented and answered with 36009004 here. Refresh tokens rotate
 (single use) unless `rotate=False`: whether TikTok rotates is UNVERIFIED, so
-the stricter reading is the default.
+the stricter reading is the default. A grant lasts `authorization_lifetime`
+seconds (the duration the seller chose): `refresh_token_expire_in` is its end,
+carried by every refresh token of the grant, and a refresh after it is
+36004001.
+
+Sellers and their shops: every grant (an authorization code, a seeded refresh
+token) is one seller's, with shops of their own (`shops=` when issuing it; else
+one per `shop_ciphers`, or one new shop). Its tokens, rotated ones included,
+belong to that seller: Get Authorized Shops (`GET /authorization/202309/shops`,
+signed like any call) lists them as TikTok does (`data.shops[]`: `cipher`,
+`code`, `id`, `name`, `region`, `seller_type`), and a call carrying another
+seller's `shop_cipher` is refused with 101000, as TikTok refuses a token and
+cipher that do not match. Tokens made outside a grant (`book.issue_access`) are
+nobody's: any accepted cipher goes.
+
+Rate limit: 50 calls per second per API path and shop (the app is the
+sandbox's one), HTTP 429 with code 36009002 beyond it (platforms.md §8.2).
+TikTok publishes no burst; the sandbox's token bucket holds one second's worth
+(`rate_limit=(50, 50)`), the common reading of "50 QPS". Each well-authenticated
+call is recorded in `arrivals` (key "<shop_cipher or token>|<path>").
 """
 
 from __future__ import annotations
@@ -30,6 +49,7 @@ from aiohttp import web
 
 from authproxy.models import Clock
 from authproxy.sandbox.base import Sandbox
+from authproxy.sandbox.limits import TokenBucket
 
 REFRESH_PATH = "/api/v2/token/refresh"
 GET_PATH = "/api/v2/token/get"
@@ -70,6 +90,7 @@ CIPHER_UNEXPECTED = (
     36009004,
     "Unexpected identifier. The `shop_cipher` query parameter is not required for this request.",
 )
+TOO_MANY = (36009002, "Too many requests. The rate limit of this API has been exceeded, try again later.")
 CIPHER_MISMATCH = (
     101000,
     "Invalid query or header. The `category_asset_cipher` query parameter or `x-tts-access-token` "
@@ -95,31 +116,71 @@ class TikTokSandbox(Sandbox):
         lifetime: float = 7 * 86400,
         shop_ciphers: tuple[str, ...] = (),
         rotate: bool = True,
+        rate_limit: tuple[float, int] = (50.0, 50),
+        authorization_lifetime: float = 365 * 86400,
     ) -> None:
         super().__init__(clock, lifetime)
+        self.book.refresh_lifetime = authorization_lifetime  # a new grant's refresh token lives this long
         self.app_key, self.app_secret, self.rotate = app_key, app_secret, rotate
         self.shop_ciphers = set(shop_ciphers)  # empty: any cipher is accepted
         self.error_status = 401
         self.denied_paths: set[str] = set()  # answered 105005 (scope not granted)
         self.codes: dict[str, float] = {}  # authorization code -> expiry
         self.token_queries: list[dict[str, str]] = []  # what the token endpoints received
+        self.rate_limit = rate_limit
+        self.buckets: dict[str, TokenBucket] = {}  # "<shop>|<path>" -> its bucket
+        self.sellers: dict[str, list[dict[str, str]]] = {}  # grant -> its seller's shops
+        self.grant_of: dict[str, str] = {}  # access or refresh token (or auth code) -> its grant
+        self.shop_lookups = 0  # Get Authorized Shops calls that were answered
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(GET_PATH, self.token_get)
         app.router.add_get(REFRESH_PATH, self.token_refresh)
+        app.router.add_get(r"/authorization/{version:[0-9]{6}}/shops", self.authorized_shops)
         app.router.add_route("*", r"/{service}/{version:[0-9]{6}}/{tail:.*}", self.api)
 
     # -- seeding ----------------------------------------------------------------------------
 
-    def seed_refresh_token(self) -> str:
-        """A refresh token as if a seller had just authorized the app."""
-        return self.book.issue_refresh("TTP_rt")
+    def seed_refresh_token(self, shops: list[dict[str, str]] | None = None, cipher: str | None = None) -> str:
+        """A refresh token as if a seller (with `shops`, or one shop of `cipher`) had just
+        authorized the app."""
+        if cipher is not None:
+            shops = [self.shop(cipher)]
+        token = self.book.issue_refresh("TTP_rt")
+        self.grant_of[token] = self._new_grant(shops)
+        return token
 
-    def issue_auth_code(self) -> str:
-        """A single-use authorization code, valid 30 minutes."""
+    def issue_auth_code(self, shops: list[dict[str, str]] | None = None) -> str:
+        """A single-use authorization code of a seller with `shops`, valid 30 minutes."""
         code = f"TTP_code-{secrets.token_hex(8)}"
         self.codes[code] = self.clock.now() + CODE_LIFETIME
+        self.grant_of[code] = self._new_grant(shops)
         return code
+
+    def shops_of(self, token: str) -> list[dict[str, str]]:
+        """The shops of the seller a token (or code) was issued to."""
+        return self.sellers[self.grant_of[token]]
+
+    @staticmethod
+    def shop(cipher: str, name: str = "Sandbox Shop", region: str = "GB") -> dict[str, str]:
+        """A shop as Get Authorized Shops lists it."""
+        number = int(hashlib.sha256(cipher.encode()).hexdigest()[:12], 16)
+        return {
+            "cipher": cipher,
+            "code": f"GBLC{number % 10**8:08d}",
+            "id": str(7_000_000_000_000_000_000 + number),
+            "name": name,
+            "region": region,
+            "seller_type": "LOCAL",
+        }
+
+    def _new_grant(self, shops: list[dict[str, str]] | None) -> str:
+        if shops is None:
+            ciphers = sorted(self.shop_ciphers) or [f"ROW_{secrets.token_hex(12)}"]
+            shops = [self.shop(cipher) for cipher in ciphers]
+        grant = secrets.token_hex(8)
+        self.sellers[grant] = shops
+        return grant
 
     # -- token endpoints ----------------------------------------------------------------------
 
@@ -127,10 +188,13 @@ class TikTokSandbox(Sandbox):
         query = await self._token_call(request, "authorized_code")
         if isinstance(query, web.Response):
             return query
-        expires = self.codes.pop(query.get("auth_code", ""), None)
+        code = query.get("auth_code", "")
+        expires = self.codes.pop(code, None)
         if expires is None or self.clock.now() >= expires:
             return envelope(36004004, "invalid auth code")
-        return self._issue(self.book.issue_refresh("TTP_rt"))
+        refresh = self.book.issue_refresh("TTP_rt")
+        self.grant_of[refresh] = self.grant_of[code]
+        return self._issue(refresh)
 
     async def token_refresh(self, request: web.Request) -> web.Response:
         query = await self._token_call(request, "refresh_token")
@@ -138,14 +202,23 @@ class TikTokSandbox(Sandbox):
             return query
         presented = query.get("refresh_token", "")
         self.note_refresh(presented)
+        grant_ends = self.book.refresh.get(presented)
         outcome = (
             "invalid" if self.knobs.reject_refresh else self.book.use_refresh(presented, rotate=self.rotate)
         )
+        if outcome != "ok":
+            self.stats.refused_refreshes += 1
         if outcome == "expired":
             return envelope(36004001, "rt has expired")
-        if outcome != "ok":
+        if outcome != "ok" or grant_ends is None:
             return envelope(36004005, "can not find related auth record")
-        return self._issue(self.book.issue_refresh("TTP_rt") if self.rotate else presented)
+        if not self.rotate:
+            return self._issue(presented)
+        rotated = self.book.issue_refresh("TTP_rt")
+        self.book.refresh[rotated] = grant_ends  # the grant's end, not a new one
+        if presented in self.grant_of:
+            self.grant_of[rotated] = self.grant_of[presented]  # the same seller's
+        return self._issue(rotated)
 
     async def _token_call(self, request: web.Request, grant: str) -> dict[str, str] | web.Response:
         if (failure := await self.token_gate()) is not None:
@@ -160,6 +233,8 @@ class TikTokSandbox(Sandbox):
 
     def _issue(self, refresh_token: str) -> web.Response:
         access, lifetime = self.book.issue_access("TTP_at")
+        if refresh_token in self.grant_of:
+            self.grant_of[access] = self.grant_of[refresh_token]
         now = self.clock.now()
         data = {
             "access_token": access,
@@ -183,10 +258,38 @@ class TikTokSandbox(Sandbox):
         if failure is not None:
             self.stats.rejected_api_calls += 1
             return failure
+        if self.knobs.limits and not self._within_limit(request):
+            self.stats.throttled_api_calls += 1
+            return envelope(*TOO_MANY, status=429)
         extra: dict[str, Any] = {"code": 0, "message": "Success", "request_id": secrets.token_hex(16)}
         if not multipart:  # the body was read to check the sign: report it here
             extra.update(body_sha256=hashlib.sha256(body).hexdigest(), body_bytes=len(body))
         return await self.api_reply(request, extra)
+
+    async def authorized_shops(self, request: web.Request) -> web.StreamResponse:
+        """Get Authorized Shops: the token's seller's shops, checked and limited like any call."""
+        failure = self.check(request, await request.read())
+        if failure is not None:
+            self.stats.rejected_api_calls += 1
+            return failure
+        if self.knobs.limits and not self._within_limit(request):
+            self.stats.throttled_api_calls += 1
+            return envelope(*TOO_MANY, status=429)
+        token = request.headers.get(TOKEN_HEADER, "")
+        shops = self.shops_of(token) if token in self.grant_of else []
+        self.shop_lookups += 1
+        extra = {"code": 0, "message": "Success", "request_id": secrets.token_hex(16)}
+        return await self.api_reply(request, {**extra, "data": {"shops": shops}})
+
+    def _within_limit(self, request: web.Request) -> bool:
+        """Counted per shop (its cipher, else its token) and API path; recorded either way."""
+        shop = request.query.get("shop_cipher") or request.headers.get(TOKEN_HEADER, "")
+        key = f"{shop}|{request.path}"
+        bucket = self.buckets.setdefault(key, TokenBucket(*self.rate_limit))
+        now = self.arrivals.clock()
+        passed = bucket.take(now)
+        self.arrivals.calls.setdefault(key, []).append((now, passed))
+        return passed
 
     def check(self, request: web.Request, body: bytes) -> web.Response | None:
         """The error TikTok would answer, or None when the call is well authenticated."""
@@ -239,4 +342,7 @@ class TikTokSandbox(Sandbox):
             return envelope(*CIPHER_MISSING, status=400)
         if self.shop_ciphers and cipher not in self.shop_ciphers:
             return envelope(*CIPHER_MISMATCH, status=self.error_status)
+        grant = self.grant_of.get(request.headers.get(TOKEN_HEADER, ""))
+        if grant is not None and cipher not in {shop["cipher"] for shop in self.sellers[grant]}:
+            return envelope(*CIPHER_MISMATCH, status=self.error_status)  # another seller's shop
         return None

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from authproxy.models import TokenKey, TokenRecord
-from authproxy.store import ANY_VERSION, SLOT_WAITER_TTL
+from authproxy.store.base import ANY_VERSION, SLOT_WAITER_TTL
 
 
 @dataclass
@@ -18,13 +18,17 @@ class MemoryLock:
     name: TokenKey
     ttl: float
     owner: str = field(default_factory=lambda: secrets.token_hex(16))
+    holder_ttl: float = 0.0
+    holder: str = ""
 
     async def acquire(self) -> bool:
         now = asyncio.get_running_loop().time()
         held = self.store.locks.get(self.name)
         if held is not None and held[1] > now:
-            return False
+            self.holder, self.holder_ttl = held[0], held[1] - now
+            return held[0] == self.owner
         self.store.locks[self.name] = (self.owner, now + self.ttl)
+        self.holder = self.owner
         return True
 
     async def release(self) -> None:
@@ -57,6 +61,7 @@ class Slots:
 class MemoryStore:
     def __init__(self) -> None:
         self.records: dict[TokenKey, TokenRecord] = {}
+        self.spending: dict[TokenKey, str] = {}
         self.locks: dict[TokenKey, tuple[str, float]] = {}
         self.slots: dict[TokenKey, Slots] = {}
         self._changed: asyncio.Condition | None = None
@@ -67,18 +72,32 @@ class MemoryStore:
         return self._changed
 
     async def get(self, key: TokenKey) -> TokenRecord | None:
-        return self.records.get(key)
+        record, spending = self.records.get(key), self.spending.get(key, "")
+        if record is None and spending:
+            return TokenRecord(token=None, spending=spending)
+        return dataclasses.replace(record, spending=spending) if record and spending else record
 
-    async def put(self, key: TokenKey, record: TokenRecord, *, expected_version: int) -> int | None:
+    async def put(
+        self, key: TokenKey, record: TokenRecord, *, expected_version: int, durable: bool = False
+    ) -> int | None:
         current = self.records.get(key)
         version = current.version if current else 0
         if expected_version not in (ANY_VERSION, version):
             return None
-        self.records[key] = dataclasses.replace(record, version=version + 1)
+        self.records[key] = dataclasses.replace(record, version=version + 1, spending="")
+        self.spending.pop(key, None)
         await self._notify()
         return version + 1
 
+    async def mark_spending(self, key: TokenKey, version: int, owner: str) -> bool:
+        current = self.records.get(key)
+        if (current.version if current else 0) != version:
+            return False
+        self.spending[key] = owner
+        return True
+
     async def delete(self, key: TokenKey) -> bool:
+        self.spending.pop(key, None)
         found = self.records.pop(key, None) is not None
         await self._notify()
         return found
@@ -86,8 +105,8 @@ class MemoryStore:
     async def keys(self) -> list[TokenKey]:
         return sorted(self.records, key=str)
 
-    def lock(self, key: TokenKey, ttl: float) -> MemoryLock:
-        return MemoryLock(self, key, ttl)
+    def lock(self, key: TokenKey, ttl: float, owner: str | None = None) -> MemoryLock:
+        return MemoryLock(self, key, ttl) if owner is None else MemoryLock(self, key, ttl, owner)
 
     async def wait_for_change(self, key: TokenKey, version: int, timeout: float) -> bool:
         def moved() -> bool:

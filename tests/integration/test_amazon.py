@@ -286,3 +286,27 @@ async def test_demo_entry_answers_2xx(serve, proxy_client, stores):
     reply = await client.get(f"/{entry.app}{entry.curl_path}")
     assert reply.status == 200, await reply.text()
     assert entry.sandbox.stats.token_calls == 1
+
+
+async def test_a_clients_host_header_never_reaches_the_platform(env):
+    """python-amazon-sp-api sends `endpoint[8:]` as Host, garbled over http (issue 15): the
+    sandbox, which checks Host as a gateway routes on it, gets the upstream's own."""
+    for host in ("27.0.0.1:8080/amz/seller1", "evil.example", "sellingpartnerapi-na.amazon.com"):
+        reply, body = await get_json(
+            env, "/amz/seller1/sellers/v1/marketplaceParticipations", headers={"Host": host}
+        )
+        assert reply.status == 200, body
+    assert env.sandbox.stats.rejected_api_calls == 0
+
+
+async def test_the_sandbox_refuses_a_foreign_host(env):
+    """The check above can fail: the sandbox refuses a Host that is not its own."""
+    base = env.config["base_url"]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            base + "/sellers/v1/marketplaceParticipations", headers={"Host": "27.0.0.1:8080/amz/seller1"}
+        ) as reply,
+    ):
+        assert reply.status == 400
+        assert (await reply.json())["errors"][0]["code"] == "InvalidInput"

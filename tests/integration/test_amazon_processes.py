@@ -32,6 +32,7 @@ async def _fire(urls: list[str], path: str, count: int) -> list[tuple[int, str]]
 
 async def test_403_expiry_seen_by_two_processes_refreshes_once(serve, shared_redis, tmp_path):
     sandbox = AmazonSandbox(CLIENT_ID, CLIENT_SECRET)
+    sandbox.knobs.limits = False  # about refreshes: Amazon's quotas are lifted on both sides
     upstream = await serve(sandbox.app())
     base = str(upstream.make_url("")).rstrip("/")
     seed = sandbox.seed_refresh_token()
@@ -43,6 +44,7 @@ async def test_403_expiry_seen_by_two_processes_refreshes_once(serve, shared_red
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "shops": {"seller1": {"refresh_token": seed}},
+            "limits": [{"match": "*", "rate": 10000.0}],
         }
     }
     async with proxy_processes(apps, shared_redis, tmp_path, count=2) as procs:

@@ -88,7 +88,10 @@ class Rig:
 
 
 async def rig_for(serve: Any, shared_redis: Any, tmp_path: Path, **server: Any) -> Rig:
-    amazon, tiktok = AmazonSandbox(AMZ_ID, AMZ_SECRET), TikTokSandbox(TT_KEY, TT_SECRET)
+    amazon = AmazonSandbox(AMZ_ID, AMZ_SECRET)
+    tiktok = TikTokSandbox(
+        TT_KEY, TT_SECRET, shop_ciphers=(CIPHER,)
+    )  # the seller's shop: the config's cipher
     shopee = ShopeeSandbox(SP_PARTNER, SP_KEY)
     shoptet = ShoptetSandbox(ST_ID, ST_SECRET, redirect_uri=ST_INSTALL)
     st_url = url_of(await serve(shoptet.app()))
@@ -334,6 +337,20 @@ async def test_tiktok_code_from_stdin_is_exchanged_and_used_by_the_proxy(rig, pr
     assert reply.status == 200, echo
     assert echo["headers"]["x-tts-access-token"] == token.access_token and CIPHER in echo["query"]
     assert rig.tiktok.stats.token_calls == 1
+
+
+async def test_tiktok_authorize_looks_up_the_cipher_of_a_shop_the_config_does_not_name(rig, proxy_client):
+    done = await cli("authorize", "tt", "fresh", "--code", rig.tiktok.issue_auth_code(), config=rig.config)
+    assert done.returncode == 0, done.stderr
+    assert f"shop_cipher: {CIPHER}" in done.stdout  # the seller's shop, from Get Authorized Shops
+    assert rig.tiktok.shop_lookups == 1
+    token = (await rig.record("tt", "fresh")).token
+    assert token is not None and token.extra["shop_cipher"] == CIPHER
+    client = await proxy_client(rig.settings(), rig.store)
+    reply = await client.get("/tt/fresh" + TT_ORDERS)
+    echo = await reply.json()
+    assert reply.status == 200, echo
+    assert f"shop_cipher={CIPHER}" in echo["query"] and rig.tiktok.shop_lookups == 1
 
 
 async def test_authorizing_again_replaces_a_needs_reauthorization_mark(rig, proxy_client):

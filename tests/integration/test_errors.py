@@ -274,8 +274,10 @@ async def test_client_going_away_does_not_cancel_the_refresh(gfg, proxy_client, 
 
 
 async def test_a_bug_is_answered_as_problem_json_and_logged_without_secrets(gfg, proxy_client, clock, logs):
+    import dataclasses
+
     from authproxy.platforms.sellercenter import SellerCenter
-    from authproxy.state import STATE
+    from authproxy.runtime import RUNTIME
 
     sandbox, app = gfg
 
@@ -284,8 +286,9 @@ async def test_a_bug_is_answered_as_problem_json_and_logged_without_secrets(gfg,
             raise RuntimeError(f"boom with {token.access_token}")
 
     client = await proxy_client(settings_for({"gfg": app}), _memory(), clock)
-    state = client.server.app[STATE]
-    state.platforms["gfg"] = Broken(state.settings.apps["gfg"])
+    runtime = client.server.app[RUNTIME]
+    gfg_app = runtime.apps["gfg"]
+    runtime.apps["gfg"] = dataclasses.replace(gfg_app, platform=Broken(gfg_app.settings))
     reply = await client.get("/gfg/s1/v2/x")
     assert_problem(reply, await reply.json(), 500, "internal_error")
     assert "unexpected RuntimeError" in logs.text()

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from authproxy.events import Event, EventType
+from authproxy.models import TokenKey
+from authproxy.runtime import RUNTIME
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.settings import Settings
 from authproxy.store.memory import MemoryStore
 from authproxy.store.redis import RedisStore
 from tests.conftest import url_of
+from tests.integration.test_events_delivery import until
 from tests.procs import free_port
 
 GFG_SECRET = "gfg-secret-Zq81"
 OAUTH_SECRET = "oauth-secret-Kw27"
 SEED = "seed-refresh-Pp55"
 CLIENT_KEY = "client-key-Xx99aa"
+HOOK_SECRET = "webhook-secret-Hh42hh42"
+HOOK_URL_TOKEN = "hook-url-token-Uu17"
 
 
 async def test_no_secret_in_logs_or_error_bodies(serve, proxy_client, clock, logs):
@@ -50,9 +56,19 @@ async def test_no_secret_in_logs_or_error_bodies(serve, proxy_client, clock, log
         server={"store_url": "memory://", "read_timeout": 0.2},
         apps=apps,
         clients={"app": {"key": CLIENT_KEY}},
+        events={  # a receiver that is not there: failed deliveries get logged
+            "webhook_url": f"{dead}/hook?token={HOOK_URL_TOKEN}",
+            "webhook_secret": HOOK_SECRET,
+            "retry_base": 0.01,
+        },
     )
     key = {"X-AuthProxy-Key": CLIENT_KEY}
     client = await proxy_client(settings, MemoryStore(), clock)
+    runtime = client.server.app[RUNTIME]
+    await runtime.events.emit(
+        Event.new(EventType.NEEDS_REAUTHORIZATION, TokenKey("crm", "acme"), clock.now())
+    )
+    await until(lambda: runtime.event_delivery.failures >= 2, "failed webhook deliveries")
     bodies = []
     for method, path, headers in [
         ("GET", "/gfg/s1/v2/x?access_token=client-tok&sign=client-sign", key),  # 200
@@ -84,6 +100,8 @@ async def test_no_secret_in_logs_or_error_bodies(serve, proxy_client, clock, log
         SEED,
         CLIENT_KEY,
         CLIENT_KEY[:-1],
+        HOOK_SECRET,
+        HOOK_URL_TOKEN,
         "client-tok",
         "client-sign",
         *issued,

@@ -9,7 +9,9 @@ against a real `authproxy serve`.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 import sys
 import tomllib
@@ -203,3 +205,29 @@ async def _passes_within(command: list[str], env: dict[str, str], seconds: float
             return True
         await asyncio.sleep(0.1)  # polling a probe, as the kubelet does
     return False
+
+
+def example_app_command(which: str, compose: dict[str, Any], kube: dict[str, dict[str, Any]]) -> list[str]:
+    if which == "compose":
+        return list(compose["services"]["app"]["command"])
+    [app] = [c for c in kube["Deployment"]["spec"]["template"]["spec"]["containers"] if c["name"] == "app"]
+    return list(app["command"])
+
+
+@pytest.mark.parametrize("which", ["compose", "sidecar"])
+def test_example_app_ends_at_once_on_sigterm(which, compose, kube):
+    """As PID 1 of its container, a process without a SIGTERM handler is not stopped by
+    SIGTERM: `docker stop` waited its 10 s grace and killed it (exit 137). Here (not PID 1)
+    the default action would end it by the signal; the handler ends it with exit 0."""
+    command = example_app_command(which, compose, kube)
+    assert command[:2] == ["python", "-c"]
+    env = {"PATH": os.environ["PATH"], "MARKETPLACE_URL": f"http://127.0.0.1:{free_port()}/gfg/shop1"}
+    app = subprocess.Popen([sys.executable, *command[1:]], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout is not None
+        assert app.stdout.readline().startswith("unreachable:")  # its first call is done: it is in its loop
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=10) == 0
+    finally:
+        app.kill()
+        app.wait()

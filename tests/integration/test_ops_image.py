@@ -1,4 +1,5 @@
-"""The container image, checked without a Docker engine.
+"""The container image, checked without a Docker engine (CI's .ci/container builds and
+runs it with one: see the README's "Container and deployment").
 
 The Dockerfile is read (final stage: base, user, port, environment, health
 check, entrypoint), linted with hadolint, and its command is run here the way
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -112,6 +114,21 @@ def test_final_stage_is_small_non_root_and_runs_authproxy_serve():
     assert scripts["authproxy"] == "authproxy.cli:main"  # what `python -m authproxy` runs too
     assert final.healthcheck[:2] == ["python", "-c"]
     assert "/_authproxy/healthz" in final.healthcheck[2]
+
+
+def test_builds_offline_pinned_with_a_real_group_and_an_early_health_check():
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M), "a syntax line fetches a frontend from Docker Hub"
+    final = image()
+    install = " ".join(final.runs)
+    assert "--require-hashes" in install and "requirements/runtime.txt" in install
+    assert "pip check" in install
+    user, group = final.user.split(":") if final.user else ("", "")
+    assert re.search(rf"groupadd\b[^&]*--gid {group}\b", install), "USER's group must have an entry"
+    assert re.search(rf"useradd\b[^&]*--uid {user}\b[^&]*--gid {group}\b", install)
+    healthcheck = next(rest for name, rest in instructions(text) if name == "HEALTHCHECK")
+    interval = re.search(r"--interval=(\d+)s", healthcheck)
+    assert interval and int(interval.group(1)) <= 5, "the first check runs one interval after the start"
 
 
 def test_dockerignore_keeps_what_the_build_copies():

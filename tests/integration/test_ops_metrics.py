@@ -164,6 +164,10 @@ async def test_two_workers_one_scrape_counts_both(serve, shared_redis, tmp_path)
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
             sent = await _traffic_until_both_workers_served(session, url, temp, process)
+            # a request is counted once its answer is written: the last one may trail its reply
+            await _scrape_until(
+                session, url, lambda m: m("authproxy_requests_total", app="gfg", status="200") == sent
+            )
             for _ in range(6):  # each scrape lands on either worker: all must agree
                 async with session.get(url + "/_authproxy/metrics") as reply:
                     metrics = Scrape(await reply.text())
@@ -197,3 +201,14 @@ async def _traffic_until_both_workers_served(
         if sent >= 10 and len(metric_files(temp, "counter")) >= 2:
             return sent
     raise AssertionError(f"200 requests all went to one worker: {metric_files(temp, 'counter')}")
+
+
+async def _scrape_until(session: aiohttp.ClientSession, url: str, done: Any) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        async with session.get(url + "/_authproxy/metrics") as reply:
+            if done(Scrape(await reply.text())):
+                return
+        assert loop.time() < deadline, "the metrics never caught up with the traffic"
+        await asyncio.sleep(0.05)  # polling a scrape, bounded

@@ -8,67 +8,21 @@ orchestrator takes the pod out of rotation instead of restarting it.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.redis import RedisStore
-from tests.conftest import REQUIRE_REDIS, settings_for, url_of
-from tests.procs import free_port
+from tests.conftest import settings_for, url_of
+from tests.redis_server import redis_server_in
 
 WITHIN = 15.0
 
 
-class RedisServer:
-    """redis-server on a fixed port, in a directory of the test; nothing kept on disk."""
-
-    def __init__(self, binary: str, port: int, directory: Path) -> None:
-        self.binary, self.port, self.directory = binary, port, directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(
-            [self.binary, *options, "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        try:
-            for _ in range(200):
-                try:
-                    client.ping()
-                    return
-                except redis.exceptions.ConnectionError:
-                    assert self.process.poll() is None, "redis-server exited"
-                    time.sleep(0.05)  # polling its start-up
-            raise AssertionError("redis-server did not start")
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def redis_server(tmp_path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if REQUIRE_REDIS:
-            pytest.fail("AUTHPROXY_REQUIRE_REDIS=1 but redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(binary, free_port(), tmp_path)
+    server = redis_server_in(tmp_path)
     server.start()
     yield server
     server.stop()

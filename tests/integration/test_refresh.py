@@ -10,9 +10,9 @@ from aiohttp import web
 
 from authproxy.app import create_app
 from authproxy.models import TokenKey
+from authproxy.runtime import RUNTIME
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
-from authproxy.state import STATE
 from tests.conftest import oauth2_app as shared_oauth2_app
 from tests.conftest import settings_for, url_of
 
@@ -126,7 +126,7 @@ async def test_proactive_refresh_happens_before_expiry_in_the_background(serve, 
     clock.advance(3600 - 100)  # inside the leeway (10 % of 1 h, at most 5 min, jittered)
     second = await (await client.get("/gfg/s1/v2/x")).json()
     assert second["headers"]["authorization"] == first["headers"]["authorization"]  # served at once
-    await client.server.app[STATE].tokens.drain()
+    await client.server.app[RUNTIME].drain()
     third = await (await client.get("/gfg/s1/v2/x")).json()
     assert third["headers"]["authorization"] != first["headers"]["authorization"]
     assert sandbox.stats.token_calls == 2
@@ -142,7 +142,7 @@ async def test_failed_refresh_backs_off_and_keeps_serving_a_valid_token(serve, p
     clock.advance(3600 - 100)
     for _ in range(5):
         assert (await client.get("/gfg/s1/v2/x")).status == 200
-        await client.server.app[STATE].tokens.drain()
+        await client.server.app[RUNTIME].drain()
     assert sandbox.stats.token_calls == 2  # one failed attempt, then the cooldown holds
     clock.advance(200)  # expired, and past the first backoff: one more attempt, failing
     for _ in range(3):  # then answered from the cooldown, without calling the endpoint

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from authproxy.models import TokenKey
-from authproxy.state import STATE
+from authproxy.runtime import RUNTIME
 from tests.integration.test_shoptet_proxy import shoptet_world
 
 SLOW = "/shop/eshop/api/orders/slow?seconds=0.02"
@@ -60,7 +60,7 @@ async def test_hours_of_traffic_stay_far_from_five_tokens(serve, proxy_client, s
 async def _background_refreshes_done(proxies):
     """Let proactive refreshes started by the burst finish before time moves on."""
     for proxy in proxies:
-        flights = list(proxy.server.app[STATE].tokens._flights.values())
+        flights = list(proxy.server.app[RUNTIME].apps["shop"].tokens._flights.values())
         await asyncio.gather(*flights, return_exceptions=True)
 
 
@@ -91,7 +91,9 @@ async def test_the_sandbox_enforces_five_valid_tokens(serve, clock):
     assert world.sandbox.stats.refused_tokens == 1
 
 
-async def test_a_fourth_connection_on_one_token_gets_429_passed_through(serve, proxy_client, stores, clock):
+async def test_a_fourth_connection_on_one_token_is_retried_once_then_passed_through(
+    serve, proxy_client, stores, clock
+):
     world = await shoptet_world(serve, clock)
     client = await proxy_client(world.settings, stores.make(), clock)
     token = (await (await client.get("/shop/eshop/api/eshop")).json())["headers"]["shoptet-access-token"]
@@ -106,12 +108,13 @@ async def test_a_fourth_connection_on_one_token_gets_429_passed_through(serve, p
             await asyncio.sleep(0.001)
         reply = await client.get("/shop/eshop/api/eshop")
         world.sandbox.held.set()
-        assert reply.status == 429
-        assert "X-AuthProxy-Retried" not in reply.headers and "X-AuthProxy-Error" not in reply.headers
+        # refused at the gate: sent once more after a second's rest, refused again, passed through
+        assert reply.status == 429 and "X-AuthProxy-Error" not in reply.headers
+        assert reply.headers["X-AuthProxy-Retried"] == "1" and reply.headers["Retry-After"] == "1"
         for answer in await asyncio.gather(*holders):
             assert answer.status == 200
             answer.release()
-    assert world.sandbox.stats.too_many_connections == 1
+    assert world.sandbox.stats.too_many_connections == 2
     assert world.sandbox.stats.token_calls == 1
 
 

@@ -1,4 +1,4 @@
-"""Shared call slots (Shoptet: 3 connections per token) on every store, and the Limiter on top.
+"""Shared call slots (Shoptet: 3 connections per token) on every store, and CallSlots on top.
 
 Stores made by one factory share their data, as processes sharing Redis do.
 Lease expiry runs on the store's own clock (Redis TIME / the event loop), so
@@ -13,9 +13,9 @@ import asyncio
 
 import pytest
 
-from authproxy.errors import UpstreamBusy
-from authproxy.limiter import Limiter
+from authproxy.errors import StoreUnavailable, UpstreamBusy
 from authproxy.models import TokenKey
+from authproxy.slots import CallSlots
 from authproxy.store import memory, redis
 from authproxy.store.redis import RedisStore
 
@@ -87,14 +87,14 @@ async def test_leaving_the_queue_lets_the_next_one_in(stores):
     assert await store.acquire_slot(KEY, "patient", 1, 30)
 
 
-# -- the Limiter ---------------------------------------------------------------------------------
+# -- CallSlots ---------------------------------------------------------------------------------
 
 
 class Gauge:
     def __init__(self) -> None:
         self.now = self.most = self.done = 0
 
-    async def call(self, limiter: Limiter, gate: asyncio.Event | None = None) -> None:
+    async def call(self, limiter: CallSlots, gate: asyncio.Event | None = None) -> None:
         async with limiter.slot(KEY, 3):
             self.now += 1
             self.most = max(self.most, self.now)
@@ -104,7 +104,7 @@ class Gauge:
 
 
 async def test_limiters_sharing_a_store_never_exceed_the_cap(stores):
-    limiters = [Limiter(stores.make(), wait=30) for _ in range(3)]
+    limiters = [CallSlots(stores.make(), wait=30) for _ in range(3)]
     gauge = Gauge()
     await asyncio.gather(*(gauge.call(limiters[i % 3]) for i in range(90)))
     assert gauge.done == 90
@@ -115,7 +115,7 @@ async def test_a_full_cap_answers_upstream_busy_after_the_wait(stores):
     store = stores.make()
     for i in range(3):
         assert await store.acquire_slot(KEY, f"elsewhere{i}", 3, 30)  # another process's calls
-    limiter = Limiter(store, wait=0.05)
+    limiter = CallSlots(store, wait=0.05)
     with pytest.raises(UpstreamBusy) as caught:
         async with limiter.slot(KEY, 3):
             pytest.fail("admitted over the cap")
@@ -126,7 +126,7 @@ async def test_a_full_cap_answers_upstream_busy_after_the_wait(stores):
 
 
 async def test_local_waiters_give_up_after_the_wait_too(stores):
-    limiter = Limiter(stores.make(), wait=0.05)
+    limiter = CallSlots(stores.make(), wait=0.05)
     gauge, gate = Gauge(), asyncio.Event()
     holders = [asyncio.create_task(gauge.call(limiter, gate)) for _ in range(3)]
     while gauge.now < 3:
@@ -141,7 +141,7 @@ async def test_local_waiters_give_up_after_the_wait_too(stores):
 
 async def test_a_cancelled_call_gives_its_slot_back(stores):
     store = stores.make()
-    limiter = Limiter(store, wait=30)
+    limiter = CallSlots(store, wait=30)
     gauge, gate = Gauge(), asyncio.Event()
     holders = [asyncio.create_task(gauge.call(limiter, gate)) for _ in range(3)]
     queued = asyncio.create_task(gauge.call(limiter, gate))
@@ -157,7 +157,7 @@ async def test_a_cancelled_call_gives_its_slot_back(stores):
 
 async def test_a_long_call_keeps_its_lease(stores):
     store = stores.make()
-    limiter = Limiter(store, wait=30, lease_ttl=0.6)  # renewed every 0.2 s
+    limiter = CallSlots(store, wait=30, lease_ttl=0.6)  # renewed every 0.2 s
     async with limiter.slot(KEY, 1):
         await asyncio.sleep(1.0)  # well over its first lifetime
         assert not await store.acquire_slot(KEY, "elsewhere", 1, 30)
@@ -165,7 +165,7 @@ async def test_a_long_call_keeps_its_lease(stores):
 
 
 async def test_no_cap_means_no_store_traffic(stores):
-    limiter = Limiter(stores.make(), wait=0.01)
+    limiter = CallSlots(stores.make(), wait=0.01)
     entered = 0
     for _ in range(10):
         async with limiter.slot(KEY, None):
@@ -175,7 +175,7 @@ async def test_no_cap_means_no_store_traffic(stores):
 
 async def test_an_unreachable_store_leaves_the_per_process_cap(unused_tcp_port):
     dead = RedisStore.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0", "test")
-    limiter = Limiter(dead, wait=0.05)
+    limiter = CallSlots(dead, wait=0.05)
     gauge, gate = Gauge(), asyncio.Event()
     try:
         holders = [asyncio.create_task(gauge.call(limiter, gate)) for _ in range(3)]
@@ -189,3 +189,45 @@ async def test_an_unreachable_store_leaves_the_per_process_cap(unused_tcp_port):
         assert gauge.done == 3
     finally:
         await dead.close()
+
+
+async def test_an_outage_costs_one_store_timeout_and_a_probe_finds_the_store_back(stores, monkeypatch):
+    """After the store failed, calls take the per-process cap without asking it; a probe in
+    the background (never waited on) sees it answer again, and slots are shared again."""
+    store = stores.make()
+    limiter = CallSlots(store, wait=30)
+    asked: list[str] = []
+    down = True
+    acquire, release = store.acquire_slot, store.release_slot
+
+    async def acquire_slot(*args: object) -> bool:
+        asked.append("acquire")
+        if down:
+            raise StoreUnavailable("token store unreachable (test)")
+        return await acquire(*args)
+
+    async def release_slot(*args: object) -> None:
+        asked.append("release")
+        if down:
+            raise StoreUnavailable("token store unreachable (test)")
+        await release(*args)
+
+    monkeypatch.setattr(store, "acquire_slot", acquire_slot)
+    monkeypatch.setattr(store, "release_slot", release_slot)
+    monkeypatch.setattr("authproxy.store.reachability.PROBE_EVERY", 1e9)  # no probe due yet
+    for _ in range(3):
+        async with limiter.slot(KEY, 3):
+            pass
+    assert asked == ["acquire"], "asked once; then the per-process cap at once"
+    monkeypatch.setattr("authproxy.store.reachability.PROBE_EVERY", 0.0)  # a probe is due
+    down = False
+    async with limiter.slot(KEY, 3):
+        assert limiter.reachability.down, "the probe runs in the background"
+    async with asyncio.timeout(10):
+        while limiter.reachability.down:
+            await asyncio.sleep(0.001)
+    assert asked == ["acquire", "release"]
+    async with limiter.slot(KEY, 3):
+        pass
+    assert asked[2:] == ["acquire", "release"], "slots are shared again"
+    await limiter.close()

@@ -2,44 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import subprocess
-import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.procs import ROOT, SharedRedis, free_port, proxy_processes
+from tests.procs import SharedRedis, memory_of, proxy_processes, sandbox_process
 
 GiB, MiB = 1024**3, 1024**2
 RSS_BOUND = 150 * MiB  # a buffered body alone would be 200 MiB or 1 GiB
 
 
 def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
+    return memory_of(pid, "VmHWM")
 
 
 @pytest.fixture
 async def upstream_process():
-    port = free_port()
-    command = [sys.executable, "-m", "authproxy.sandbox", "sellercenter", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):  # readiness poll, bounded
-            try:
-                async with session.get(url + "/_sandbox/stats"):
-                    break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(10)
+    async with sandbox_process("sellercenter") as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from authproxy.errors import ConfigError, RefreshError, RefreshRejected
 from authproxy.models import HttpReply, OutgoingRequest, Token, Verdict
@@ -39,7 +40,7 @@ def form_of(request: Any) -> dict[str, str]:
 
 def reply(status: int, body: Any, headers: dict[str, str] | None = None) -> HttpReply:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return HttpReply(status, headers or {"Content-Type": "application/json"}, raw)
+    return HttpReply.received(status, CIMultiDict(headers or {"Content-Type": "application/json"}), raw)
 
 
 def denied(details: str | None, *, code: str = "Unauthorized") -> dict[str, Any]:
@@ -239,6 +240,16 @@ def test_code_exchange() -> None:
     assert tokens["new-seller"].refresh_token == "Atzr|x"
     with pytest.raises(RefreshError):
         app().parse_code_reply("s", reply(200, {"access_token": "a", "expires_in": 3600}), NOW)
+
+
+def test_a_public_apps_authorisation_ends_a_year_after_the_code_exchange_unless_told_otherwise() -> None:
+    answer = reply(200, {**ANSWER, "refresh_token": "Atzr|x"})
+    public = app().parse_code_reply("seller", answer, NOW)["seller"]
+    assert public.authorized_until == NOW + 365 * 86400
+    assert app().authorization_ends(public) == NOW + 365 * 86400
+    private = app(reauthorize_every=0).parse_code_reply("seller", answer, NOW)["seller"]
+    assert private.authorized_until is None and app().authorization_ends(private) is None
+    assert app().idle_lifetime == 0  # LWA refresh tokens do not die of idleness
 
 
 # -- calls ------------------------------------------------------------------------------------

@@ -32,9 +32,20 @@ def test_response_headers_drop_hop_by_hop():
         ("Content-Encoding", "gzip"),
         ("Set-Cookie", "a=b"),
         ("Location", "https://x/y"),
+        ("x-request-id", "platform-7"),
     ]
     assert response_headers(upstream) == [
         ("Content-Encoding", "gzip"),
         ("Set-Cookie", "a=b"),
         ("Location", "https://x/y"),
+        ("X-Upstream-Request-Id", "platform-7"),
+    ]
+
+
+def test_headers_without_connection_tokens_are_kept_in_order():
+    incoming = [("Accept", "a"), ("connection", "keep-alive"), ("X-B", "b"), ("x-request-id", "c1")]
+    assert request_headers(incoming, frozenset()) == (("Accept", "a"), ("X-B", "b"))
+    assert response_headers([("Content-Type", "x"), ("Keep-Alive", "5"), ("X-B", "b")]) == [
+        ("Content-Type", "x"),
+        ("X-B", "b"),
     ]

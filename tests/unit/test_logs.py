@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from authproxy.logs import JsonFormatter, TextFormatter, setup_logging
+from authproxy.logs import AccessLog, JsonFormatter, TextFormatter, Throttled, setup_logging
 
 
 def record(msg: str = "hello", level: int = logging.INFO, name: str = "authproxy.x", **fields: Any):
@@ -121,3 +122,110 @@ def test_setup_picks_the_format(restore_root, monkeypatch, stream, fmt, no_color
     assert getattr(formatter, "color", False) is color
     logging.getLogger("authproxy.test").info("written")
     assert "written" in out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_access_lines_written_directly_are_the_records_lines(restore_root, fmt):
+    """setup_logging's handler alone: AccessLog writes the line itself, the one the record makes."""
+    out = io.StringIO()
+    setup_logging(fmt, "info", stream=out)
+    formatter = logging.getLogger().handlers[0].formatter
+    assert formatter is not None
+    fields = dict(exchange(path="/v2/orders?access_token=***\nforged").fields)
+    AccessLog().write(fields)
+    written = out.getvalue()
+    made = exchange(**fields)
+    made.name = "authproxy.access"
+    made.created, made.msecs = 1700000000.25, 250.0
+    expected = formatter.format(made)
+    assert written.count("\n") == 1 and written.endswith("\n")
+    if fmt == "json":  # the same members, in the same order; only the time differs
+        line, wanted = json.loads(written), json.loads(expected)
+        assert list(line) == list(wanted) and {**line, "ts": ""} == {**wanted, "ts": ""}
+        assert line["ts"].endswith("Z") and len(line["ts"]) == len(wanted["ts"])
+    else:
+        assert written.rstrip("\n").split(" ", 1)[1] == expected.split(" ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"upstream_ms": None, "refreshed": True, "error": "client_gone", "waited_ms": 12.5},
+        {"path": '/v2/"quoted"\\back\nline\u00e9\u2603?q=1', "shop": None, "status": 502},
+        {"upstream_ms": float("nan"), "odd": object(), "nested": {"a": [1, 2.5, None]}},
+        {"ts": "a field named like a head member", "logger": "replaced"},
+    ],
+)
+def test_json_exchange_line_is_the_records_line(changes):
+    """JsonFormatter.exchange builds the line member by member: the same text as format()."""
+    formatter = JsonFormatter()
+    made = exchange(**changes)
+    made.name = "authproxy.access"
+    made.created, made.msecs = 1700000000.25, 250.0
+    assert formatter.exchange(made.fields, made.created) == formatter.format(made)  # type: ignore[attr-defined]
+
+
+async def test_access_lines_of_one_turn_of_the_loop_are_written_at_once(restore_root):
+    writes: list[str] = []
+
+    class Counting(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return super().write(text)
+
+    out = Counting()
+    setup_logging("json", "info", stream=out)
+    access = AccessLog()
+    for n in range(3):
+        access.write(dict(exchange(request_id=f"r{n}").fields))
+    assert writes == []  # not yet: at the end of this turn of the loop
+    await asyncio.sleep(0)
+    assert len(writes) == 1
+    assert [json.loads(line)["request_id"] for line in out.getvalue().splitlines()] == ["r0", "r1", "r2"]
+
+
+def test_access_lines_reach_other_handlers_as_records_and_can_be_switched_off(restore_root):
+    out = io.StringIO()
+    setup_logging("json", "info", stream=out)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep()
+    logging.getLogger().addHandler(keep)
+    fields = dict(exchange().fields)
+    AccessLog().write(fields)
+    assert [r.fields for r in records] == [fields]  # as a record: pytest's caplog sees it
+    assert out.getvalue().count("\n") == 1  # and setup_logging's handler wrote it once
+    logging.getLogger().removeHandler(keep)
+
+    access = logging.getLogger("authproxy.access")
+    access.setLevel(logging.WARNING)
+    try:
+        AccessLog().write(fields)
+    finally:
+        access.setLevel(logging.NOTSET)
+    assert out.getvalue().count("\n") == 1
+
+
+def test_throttled_lines_count_what_they_held_back():
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("test.throttled")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    now = [100.0]
+    throttled = Throttled(logger, interval=10.0, clock=lambda: now[0])
+    for _ in range(500):
+        throttled.info("bad request from %s", "10.0.0.1")
+    now[0] += 10.0
+    throttled.info("bad request from %s", "10.0.0.2")
+    assert [r.getMessage() for r in records] == ["bad request from 10.0.0.1", "bad request from 10.0.0.2"]
+    assert [getattr(r, "fields", {}) for r in records] == [{}, {"held_back": 499}]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from authproxy.events import Event, EventType, open_events
 from authproxy.metrics import Metrics
-from authproxy.models import FakeClock
+from authproxy.models import FakeClock, TokenKey
+from authproxy.settings import EventSettings
+from authproxy.store.memory import MemoryStore
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -53,3 +56,27 @@ def test_odd_shop_names_stay_parseable():
     metrics.token_expiry("gfg", shop, FakeClock().now() + 10)
     key = ("authproxy_token_expiry_seconds", (("app", "gfg"), ("shop", shop)))
     assert samples(metrics)[key] == 10
+
+
+async def test_events_are_counted_by_type_and_held_ones_gauged():
+    metrics = Metrics()
+    events, _ = open_events(EventSettings(), MemoryStore(), metrics, FakeClock())
+    for kind in (EventType.NEEDS_REAUTHORIZATION, EventType.NEEDS_REAUTHORIZATION, EventType.RECOVERED):
+        await events.emit(Event.new(kind, TokenKey("shopee", "1"), 0.0))
+    found = samples(metrics)
+    assert found[("authproxy_events_total", (("type", "shop.needs_reauthorization"),))] == 2
+    assert found[("authproxy_events_total", (("type", "shop.recovered"),))] == 1
+    assert found[("authproxy_events_held", ())] == 0
+
+
+def test_shops_by_status_stays_low_cardinality_and_zeroes_what_is_gone():
+    metrics = Metrics()
+    metrics.shops_by_status("shopee", {"ok": 9998, "needs_reauthorization": 2})
+    metrics.shops_by_status("shopee", {"ok": 10000})
+    found = samples(metrics)
+    assert found[("authproxy_shops", (("app", "shopee"), ("status", "ok")))] == 10000
+    assert found[("authproxy_shops", (("app", "shopee"), ("status", "needs_reauthorization")))] == 0
+    assert {labels for name, labels in found if name == "authproxy_shops"} == {
+        (("app", "shopee"), ("status", "ok")),
+        (("app", "shopee"), ("status", "needs_reauthorization")),
+    }

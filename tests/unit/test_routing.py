@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authproxy.errors import BadPath
-from authproxy.proxy.routing import add_params, decoded_params, drop_params, parse_route
-from authproxy.redact import redact_query
+from authproxy.proxy.routing import parse_route
+from authproxy.query import add_params, decoded_params, drop_params, redact_all, redact_query
 
 
 def test_route_parts():
@@ -92,7 +92,16 @@ def test_add_params_and_decode_roundtrip():
 
 
 def test_redact_query():
-    assert redact_query("a=1&access_token=xyz&sign=abc&Sign=q") == "a=1&access_token=***&sign=***&Sign=***"
+    secrets = frozenset({"access_token", "sign"})
+    assert redact_query("a=1&access_token=xyz&sign=abc&Sign=q", secrets) == (
+        "a=1&access_token=***&sign=***&Sign=***"
+    )
+    assert redact_query("code=c&state=s&refresh_token=r") == "code=***&state=s&refresh_token=***"
+
+
+def test_redact_all_hides_every_value():
+    assert redact_all("https://h/p?app_secret=s&x=1") == "https://h/p?app_secret=***&x=***"
+    assert redact_all("https://h/p") == "https://h/p"
 
 
 def test_reprs_carry_no_secret():
@@ -105,4 +114,4 @@ def test_reprs_carry_no_secret():
     text = repr(request) + repr(token) + repr(TokenRecord(token=token))
     for secret in ("S3CRET", "R3FRESH", "ACC3SS"):
         assert secret not in text
-    assert "app_key=k" in repr(request)
+    assert "https://auth/t?app_key=***" in repr(request)  # every value hidden: no list to forget

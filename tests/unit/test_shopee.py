@@ -7,6 +7,7 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from multidict import CIMultiDict
 
 from authproxy.errors import ConfigError, RefreshError, RefreshRejected, UnknownShop
 from authproxy.models import HttpReply, OutgoingRequest, Token, Verdict
@@ -65,7 +66,7 @@ def query_of(request: OutgoingRequest) -> dict[str, list[str]]:
 
 def reply(data: object, status: int = 200, headers: dict[str, str] | None = None) -> HttpReply:
     body = data if isinstance(data, bytes) else json.dumps(data).encode()
-    return HttpReply(status, headers or {"Content-Type": "application/json"}, body)
+    return HttpReply.received(status, CIMultiDict(headers or {"Content-Type": "application/json"}), body)
 
 
 # -- vectors ---------------------------------------------------------------------------------
@@ -310,7 +311,7 @@ def test_non_json_and_compressed_bodies():
     ],
 )
 def test_small_json_replies_of_any_status_are_inspected(status, headers, inspect):
-    assert shopee().should_inspect(status, headers) is inspect
+    assert shopee().should_inspect(status, CIMultiDict(headers)) is inspect
 
 
 # -- seller authorization ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from authproxy.models import OutgoingRequest, Token
 from authproxy.platforms.shopee import Shopee, base_string, sign
-from authproxy.proxy.routing import decoded_params, drop_params
+from authproxy.query import decoded_params, drop_params
 from authproxy.settings import ShopeeApp
 
 OWNED = ["partner_id", "timestamp", "access_token", "shop_id", "merchant_id", "sign"]

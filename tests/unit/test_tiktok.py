@@ -7,6 +7,7 @@ import json
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from multidict import CIMultiDict
 
 from authproxy.errors import ConfigError, RefreshError, RefreshRejected
 from authproxy.models import HttpReply, OutgoingRequest, Token, Verdict
@@ -210,7 +211,7 @@ def test_a_known_cipher_drops_the_clients_on_endpoints_that_refuse_one() -> None
 
 def reply(body: object, status: int = 200, **headers: str) -> HttpReply:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return HttpReply(status, {"Content-Type": "application/json", **headers}, raw)
+    return HttpReply.received(status, CIMultiDict({"Content-Type": "application/json", **headers}), raw)
 
 
 @pytest.mark.parametrize("status", [200, 401, 403, 500])
@@ -396,3 +397,63 @@ def test_code_request() -> None:
         "grant_type": "authorized_code",
     }
     assert "TTP_code" not in repr(req)
+
+
+# -- Get Authorized Shops: the shop's cipher --------------------------------------------------------
+
+
+def shops_reply(*shops: dict[str, str], code: int = 0, status: int = 200) -> HttpReply:
+    body = {"code": code, "message": "Success", "request_id": "r", "data": {"shops": list(shops)}}
+    return HttpReply(status, CIMultiDict({"Content-Type": "application/json"}), json.dumps(body).encode())
+
+
+A = {
+    "cipher": "ROW_a",
+    "code": "GBLCA",
+    "id": "7001",
+    "name": "Alpha",
+    "region": "GB",
+    "seller_type": "LOCAL",
+}
+B = {"cipher": "ROW_b", "code": "USLCB", "id": "7002", "name": "Beta", "region": "US", "seller_type": "LOCAL"}
+
+
+def test_a_sellers_only_shop_is_the_shop() -> None:
+    details = platform().parse_details("anything", shops_reply(A))
+    assert details == {
+        "authorized_shops": "7001 (GB)",
+        "shop_cipher": "ROW_a",
+        "shop_id": "7001",
+        "shop_name": "Alpha",
+        "shop_region": "GB",
+    }
+
+
+@pytest.mark.parametrize("segment", ["7002", "USLCB", "Beta", "ROW_b"])
+def test_one_of_several_shops_is_the_one_the_segment_names(segment: str) -> None:
+    details = platform().parse_details(segment, shops_reply(A, B))
+    assert details is not None and details["shop_cipher"] == "ROW_b"
+
+
+def test_several_shops_none_named_keeps_only_the_list() -> None:
+    details = platform().parse_details("mine", shops_reply(A, B))
+    assert details == {"authorized_shops": "7001 (GB), 7002 (US)"}
+    assert not platform().lacks_details("mine", token(**details))  # looked up: not asked again
+
+
+@pytest.mark.parametrize("reply", [shops_reply(code=105002, status=401), shops_reply(code=36009004)])
+def test_an_error_is_no_answer(reply: HttpReply) -> None:
+    assert platform().parse_details("s", reply) is None
+
+
+def test_details_are_wanted_only_without_a_cipher_anywhere() -> None:
+    assert platform().lacks_details("s", token())
+    assert not platform().lacks_details("s", token(shop_cipher="C"))
+    assert not platform(shops={"s": {"shop_cipher": "CONFIG"}}).lacks_details("s", token())
+
+
+def test_the_lookup_is_signed_and_carries_no_cipher() -> None:
+    out = platform().details_request("s", token(), NOW)
+    assert (out.method, out.path) == ("GET", "/authorization/202309/shops")
+    assert sorted(k for k, _ in parse_qsl(out.query)) == ["app_key", "sign", "timestamp"]
+    assert out.header("x-tts-access-token") == token().access_token

@@ -6,40 +6,50 @@ waiters asking the store than the cap), then a shared slot in the store (a
 lease with a TTL, renewed while the call runs, so a dead process's slot frees
 itself). Requests over the cap queue, first come first served, for at most
 `server.slot_wait` seconds, then get 503 `upstream_busy` with Retry-After.
-While the store is unreachable only the per-process cap applies.
+While the store is unreachable only the per-process cap applies, at once
+(`Reachability`: calls do not each wait out the store's timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from authproxy.errors import StoreUnavailable, UpstreamBusy
 from authproxy.models import TokenKey
 from authproxy.store import TokenStore
+from authproxy.store.reachability import Reachability
 
-log = logging.getLogger("authproxy.limiter")
+log = logging.getLogger("authproxy.slots")
 LEASE_TTL = 15.0  # how long a slot outlives a process that died holding it
 POLL_FIRST, POLL_MAX = 0.005, 0.05
+#: the slot of a call without a cap (reusable: it holds nothing)
+NO_SLOT: AbstractAsyncContextManager[None] = nullcontext()
 
 
-class Limiter:
+class CallSlots:
     def __init__(self, store: TokenStore, wait: float = 30.0, lease_ttl: float = LEASE_TTL) -> None:
         self.store = store
         self.wait = wait
         self.lease_ttl = lease_ttl
         self._semaphores: dict[TokenKey, asyncio.Semaphore] = {}
+        self.reachability = Reachability("call slots")
+
+    async def close(self) -> None:
+        await self.reachability.close()
+
+    def slot(self, key: TokenKey, limit: int | None) -> AbstractAsyncContextManager[None]:
+        """A call slot of `key` while the call runs; `limit` None: no cap, nothing to take."""
+        return NO_SLOT if limit is None else self._slot(key, limit)
 
     @asynccontextmanager
-    async def slot(self, key: TokenKey, limit: int | None) -> AsyncIterator[None]:
-        if limit is None:
-            yield
-            return
+    async def _slot(self, key: TokenKey, limit: int) -> AsyncIterator[None]:
         deadline = asyncio.get_running_loop().time() + self.wait
         semaphore = self._semaphores.setdefault(key, asyncio.Semaphore(limit))
         try:
@@ -66,6 +76,9 @@ class Limiter:
 
         None when the store is unreachable: the call goes ahead under this
         process's cap only (a 429 now and then beats failing every call)."""
+        if self.reachability.down:  # probed by releasing a lease nobody holds: harmless
+            self.reachability.probe(functools.partial(self.store.release_slot, key, "probe"))
+            return None
         loop = asyncio.get_running_loop()
         lease = secrets.token_hex(12)
         pause = POLL_FIRST
@@ -77,6 +90,7 @@ class Limiter:
                 await asyncio.sleep(min(pause * random.uniform(0.5, 1.0), left))
                 pause = min(pause * 1.5, POLL_MAX)
         except StoreUnavailable:
+            self.reachability.failed()
             log.warning("call slots of %s unavailable (store unreachable): capping per process only", key)
             return None
         except BaseException:

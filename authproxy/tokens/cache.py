@@ -1,9 +1,9 @@
 """This process's copy of the tokens it uses, so the hot path can skip the store.
 
 An entry is used without a store read while it is younger than
-`token_cache_seconds`, its status is ok, and the wall clock has not reached
-its refresh point: the expiry minus a fraction of the lifetime, jittered per
-process so that replicas do not all refresh at once (design §4 rule 8).
+`token_cache_seconds` and the token policy says USE for it. Each token gets a
+per-process jitter for its refresh point when it first enters the cache, kept
+for as long as the same token is cached (design §4 rule 8).
 """
 
 from __future__ import annotations
@@ -15,22 +15,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from authproxy.models import Token, TokenKey, TokenRecord, TokenStatus
-from authproxy.settings import ServerSettings
+from authproxy.tokens.policy import Action, Timing, decide, refresh_point
 
 #: told the expiry of every token the cache takes in (for the metrics)
 ExpiryListener = Callable[[TokenKey, float], None]
+JITTER = (1.0, 1.5)
 
 
 @dataclass(frozen=True)
 class Cached:
     record: TokenRecord
     loaded_at: float  # event-loop time
-    refresh_at: float  # wall clock: when to start a proactive refresh
+    jitter: float
+    #: wall-clock time before which the policy says USE whatever else holds (valid, and not
+    #: yet at its refresh point): no policy call per request until then
+    use_before: float
 
 
 class TokenCache:
-    def __init__(self, server: ServerSettings, on_expiry: ExpiryListener) -> None:
-        self.server = server
+    def __init__(self, max_age: float, timing: Timing, on_expiry: ExpiryListener) -> None:
+        self.max_age = max_age
+        self.timing = timing
         self.on_expiry = on_expiry
         self._entries: dict[TokenKey, Cached] = {}
 
@@ -39,16 +44,16 @@ class TokenCache:
         cached = self._entries.get(key)
         if cached is None or cached.record.status is not TokenStatus.OK:
             return None
-        token = cached.record.token
-        age = asyncio.get_running_loop().time() - cached.loaded_at
-        if token is None or age >= self.server.token_cache_seconds or now >= cached.refresh_at:
+        if asyncio.get_running_loop().time() - cached.loaded_at >= self.max_age:
             return None
-        return token if token.is_valid(now) else None
+        if now < cached.use_before:
+            return cached.record.token
+        decision = decide(cached.record, now, self.timing, jitter=cached.jitter)
+        return decision.token if decision.action is Action.USE else None
 
-    def due(self, key: TokenKey, now: float) -> bool:
-        """Whether the cached token has reached its proactive refresh point."""
+    def jitter(self, key: TokenKey) -> float:
         cached = self._entries.get(key)
-        return cached is not None and now >= cached.refresh_at
+        return cached.jitter if cached is not None else JITTER[0]
 
     def remember(self, key: TokenKey, record: TokenRecord | None, read_started: float | None = None) -> None:
         """Cache what was read or written, unless something newer was cached
@@ -59,21 +64,14 @@ class TokenCache:
         if record is None or record.token is None:
             self._entries.pop(key, None)
             return
-        if previous is not None and previous.record.token == record.token:
-            refresh_at = previous.refresh_at  # keep this process's jitter for the same token
-        else:
-            refresh_at = self.refresh_point(record.token)
-        self._entries[key] = Cached(record, asyncio.get_running_loop().time(), refresh_at)
+        same = previous is not None and previous.record.token == record.token
+        jitter = previous.jitter if previous is not None and same else random.uniform(*JITTER)
+        token = record.token
+        expiry = token.expires_at if token.expires_at is not None else math.inf
+        use_before = min(refresh_point(token, self.timing, jitter), expiry)
+        self._entries[key] = Cached(record, asyncio.get_running_loop().time(), jitter, use_before)
         if record.token.expires_at is not None:
             self.on_expiry(key, record.token.expires_at)
 
     def forget(self, key: TokenKey) -> None:
         self._entries.pop(key, None)
-
-    def refresh_point(self, token: Token) -> float:
-        """When to refresh ahead of expiry: a fraction of the lifetime, jittered."""
-        if token.expires_at is None:
-            return math.inf
-        lifetime = token.lifetime() or 0.0
-        leeway = min(lifetime * self.server.refresh_before, self.server.refresh_before_max)
-        return token.expires_at - leeway * random.uniform(1.0, 1.5)

@@ -1,0 +1,63 @@
+"""Query strings as sent (raw, percent-encoded, without `?`): drop, add, decode, redact.
+
+Pure, and at the bottom of the package: the platforms sign with these helpers
+and the proxy edge forwards with them, so both read a query the same way.
+Every byte of a parameter that is not dropped is kept as the client sent it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import quote, unquote_plus
+
+REDACTED = "***"
+#: OAuth parameters that are secret whatever the platform (platforms add their own)
+OAUTH_SECRETS = frozenset({"access_token", "refresh_token", "client_secret", "code"})
+
+
+def _key(segment: str) -> str:
+    return unquote_plus(segment.partition("=")[0])
+
+
+def drop_params(query: str, names: Iterable[str]) -> str:
+    """The query without the named parameters; every other byte kept."""
+    owned = frozenset(names)
+    if not query or not owned:
+        return query
+    return "&".join(s for s in query.split("&") if s and _key(s) not in owned)
+
+
+def add_params(query: str, pairs: Iterable[tuple[str, str]]) -> str:
+    """The query with `pairs` appended, percent-encoded."""
+    encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+    if not encoded:
+        return query
+    return f"{query}&{encoded}" if query else encoded
+
+
+def decoded_params(query: str) -> list[tuple[str, str]]:
+    """Every (key, value) of the query, decoded, in order."""
+    pairs = []
+    for segment in query.split("&"):
+        if segment:
+            key, _, value = segment.partition("=")
+            pairs.append((unquote_plus(key), unquote_plus(value)))
+    return pairs
+
+
+def redact_query(query: str, secrets: frozenset[str] = OAUTH_SECRETS) -> str:
+    """The query with the values of `secrets` (any letter case) replaced by ***."""
+    if not query:
+        return query
+    out = []
+    for segment in query.split("&"):
+        key = segment.partition("=")[0]
+        out.append(f"{key}={REDACTED}" if unquote_plus(key).lower() in secrets else segment)
+    return "&".join(out)
+
+
+def redact_all(url: str) -> str:
+    """The URL with every query value hidden (for reprs of token-endpoint requests)."""
+    base, mark, query = url.partition("?")
+    hidden = "&".join(f"{s.partition('=')[0]}={REDACTED}" for s in query.split("&") if s)
+    return base + mark + hidden

@@ -1,0 +1,284 @@
+"""Rate buckets in the store: the Lua script is gcra.py, and turns across processes keep the rate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import textwrap
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from authproxy.errors import StoreUnavailable
+from authproxy.settings import StoreSettings
+from authproxy.store import open_rates
+from authproxy.store.gcra import BucketState, Lesson, admit, learn, refund
+from authproxy.store.memory import MemoryStore
+from authproxy.store.rates import Ask, MemoryRates, RateKey
+from authproxy.store.redis import RedisStore
+from authproxy.store.redis_rates import RedisRates
+from tests.conftest import REDIS_URL, need_real_redis
+from tests.procs import ROOT
+
+KEY = RateKey("app", "shop", "GET /x")
+NOW = 1_800_000_000.0
+
+step = st.one_of(
+    st.tuples(st.just("admit"), st.floats(0, 3), st.sampled_from([None, 0, 1, 2])),
+    st.tuples(st.just("advance"), st.floats(0, 2), st.none()),
+    st.tuples(
+        st.just("learn"),
+        st.builds(
+            Lesson,
+            rate=st.none() | st.sampled_from([0.5, 2.0, 8.0]),
+            burst=st.none() | st.integers(1, 6),
+            used=st.none() | st.integers(0, 10),
+            penalty_in=st.none() | st.floats(0, 3),
+        ),
+        st.none(),
+    ),
+    st.tuples(st.just("refund"), st.integers(0, 2), st.none()),
+)
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+async def client(request):
+    if request.param == "redis":
+        need_real_redis()
+        connection = aioredis.Redis.from_url(REDIS_URL)
+    else:
+        connection = fakeredis.FakeAsyncRedis()
+    yield connection
+    await connection.aclose()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(step, max_size=25), rate=st.sampled_from([0.0, 1.0, 4.0]), burst=st.integers(1, 4))
+async def test_the_script_is_the_reference_algorithm(client, steps, rate, burst):
+    """Same decisions, same turns, same waits as gcra.py, whatever happens in between."""
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    state, now = BucketState(), NOW
+    try:
+        for kind, value, generation in steps:
+            rates.now = now
+            if kind == "admit":
+                got = (await rates.admit([Ask(KEY, rate, burst, value, generation)]))[0]
+                want = admit(state, now, rate, burst, value, generation)
+                assert got.admitted == want.admitted and got.generation == want.generation
+                assert got.wait == pytest.approx(want.wait, abs=1e-3)
+                assert got.level == pytest.approx(want.level, abs=1e-2)
+                assert (got.rate, got.burst) == (pytest.approx(want.rate), want.burst)
+            elif kind == "advance":
+                now += value
+            elif kind == "learn":
+                got_wait = await rates.learn(KEY, rate, burst, value)
+                assert got_wait == pytest.approx(learn(state, now, value, rate, burst), abs=1e-3)
+            else:
+                await rates.refund(KEY, rate, value)
+                refund(state, rate, value)
+    finally:
+        await client.delete(rates.name(KEY))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=st.lists(st.tuples(st.floats(0, 3), st.sampled_from([None, 0, 1])), min_size=1, max_size=12),
+    rate=st.sampled_from([0.0, 1.0, 4.0]),
+    burst=st.integers(1, 4),
+)
+async def test_concurrent_turns_go_in_batches_each_the_turn_it_would_get_alone(client, batch, rate, burst):
+    """Calls that come while one is under way go together in the next script call, in the
+    order they came, each granted what gcra.py grants it one by one."""
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    calls: list[int] = []
+    run = rates._batches.run
+
+    async def counted(line, asks):
+        calls.append(len(asks))
+        return await run(line, asks)
+
+    rates._batches.run = counted
+    try:
+        got = await asyncio.gather(*(rates.admit([Ask(KEY, rate, burst, w, g)]) for w, g in batch))
+        state = BucketState()
+        for (max_wait, generation), (grant,) in zip(batch, got, strict=True):
+            want = admit(state, NOW, rate, burst, max_wait, generation)
+            assert grant.admitted == want.admitted and grant.generation == want.generation
+            assert grant.wait == pytest.approx(want.wait, abs=1e-3)
+            assert grant.at == pytest.approx(want.at, abs=1e-3)
+        assert calls == ([1, len(batch) - 1] if len(batch) > 1 else [1])
+    finally:
+        await client.delete(rates.name(KEY))
+
+
+async def test_a_failed_batch_fails_each_of_its_callers_and_a_gone_one_is_left_out(client):
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    sent: list[int] = []
+    run = rates._batches.run
+    release = asyncio.Event()
+
+    async def flaky(line, asks):
+        sent.append(len(asks))
+        if len(sent) == 1:
+            await release.wait()  # the first call is slow: the others queue behind it
+            return await run(line, asks)
+        raise StoreUnavailable("token store unreachable (test)")
+
+    rates._batches.run = flaky
+    ask = Ask(KEY, 4.0, 4, 1.0)
+    first = asyncio.create_task(rates.admit([ask]))
+    queued = [asyncio.create_task(rates.admit([ask])) for _ in range(3)]
+    while sum(len(waiting) for waiting in rates._batches._waiting.values()) < 3:
+        await asyncio.sleep(0)  # until every caller has asked
+    queued[1].cancel()  # a client that went away
+    release.set()
+    assert (await first)[0].admitted
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert isinstance(results[0], StoreUnavailable) and isinstance(results[2], StoreUnavailable)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert sent == [1, 2], "the gone caller was not sent"
+    await client.delete(rates.name(KEY))
+
+
+async def test_callers_queued_behind_a_failed_call_fail_with_it_not_after_a_second_timeout(client):
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    sent: list[int] = []
+    release = asyncio.Event()
+
+    async def down(bucket, asks):
+        sent.append(len(asks))
+        await release.wait()  # the store's timeout, running out
+        raise StoreUnavailable("token store unreachable (test)")
+
+    rates._batches.run = down
+    ask = Ask(KEY, 4.0, 4, 1.0)
+    callers = [asyncio.create_task(rates.admit([ask])) for _ in range(4)]
+    while sum(len(waiting) for waiting in rates._batches._waiting.values()) < 3:
+        await asyncio.sleep(0)  # until every caller has asked
+    release.set()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert all(isinstance(result, StoreUnavailable) for result in results), results
+    assert sent == [1], "the queued callers were not sent to the dead store again"
+    assert len({id(result) for result in results}) == 4, "each its own exception"
+
+
+async def test_a_cancelled_flush_leaves_nobody_waiting(client):
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    release = asyncio.Event()
+    run = rates._batches.run
+
+    calls: list[int] = []
+
+    async def second_hangs(bucket, asks):
+        calls.append(len(asks))
+        if len(calls) == 1:
+            await release.wait()
+        elif len(calls) == 2:
+            await asyncio.Event().wait()  # a call that never answers, until cancelled
+        return await run(bucket, asks)
+
+    rates._batches.run = second_hangs
+    ask = Ask(KEY, 4.0, 4, 1.0)
+    first = asyncio.create_task(rates.admit([ask]))
+    queued = asyncio.create_task(rates.admit([ask]))
+    while not any(rates._batches._waiting.values()):
+        await asyncio.sleep(0)
+    release.set()
+    assert (await first)[0].admitted
+    while len(calls) < 2:
+        await asyncio.sleep(0)  # until the queued caller's flush is under way
+    for flush in list(rates._batches._flushes):  # e.g. at shutdown
+        flush.cancel()
+    with pytest.raises(StoreUnavailable):
+        await queued
+    assert (await rates.admit([ask]))[0].admitted, "the bucket takes calls again"
+    await rates.close()
+    await client.delete(rates.name(KEY))
+
+
+async def test_keys_share_the_shops_hash_tag_and_expire(client):
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}")
+    shop = RateKey("tt", "shop1", "GET /order/202309/orders/{id}")
+    app = RateKey("tt", None, "GET /order/202309/orders/{id}")
+    await rates.admit([Ask(shop, 5.0, 2, 1.0), Ask(app, 5.0, 2, 1.0)])
+    assert rates.name(shop) == f"{rates.prefix}:rate:{{tt:shop1}}:GET /order/202309/orders/{{id}}"
+    assert rates.name(app) == f"{rates.prefix}:rate:{{tt}}:GET /order/202309/orders/{{id}}"
+    assert 0 < await client.pttl(rates.name(shop)) <= 61_000, "an idle bucket is forgotten"
+    await rates.learn(shop, 5.0, 2, Lesson(rate=2.0))
+    assert await client.pttl(rates.name(shop)) > 3_600_000, "a learned rate is kept a day"
+    views = await rates.buckets("tt", None)
+    assert [(v.key, v.rate) for v in views] == [(app, None), (shop, 2.0)]
+    for name in (rates.name(shop), rates.name(app)):
+        await client.delete(name)
+
+
+async def test_the_rate_store_follows_the_token_store():
+    memory = open_rates(MemoryStore())
+    assert isinstance(memory, MemoryRates)
+    store = RedisStore(fakeredis.FakeAsyncRedis(), StoreSettings(key_prefix="p"))
+    redis_rates = open_rates(store)
+    assert isinstance(redis_rates, RedisRates)
+    assert redis_rates.client is store.client and redis_rates.prefix == "p"
+
+
+TURNS = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    import redis.asyncio as aioredis
+    from authproxy.store.rates import Ask, RateKey
+    from authproxy.store.redis_rates import RedisRates
+
+    async def main(url, prefix, seconds):
+        client = aioredis.Redis.from_url(url)
+        rates = RedisRates(client, prefix)
+        key = RateKey("tt", "shop1", "GET /order/202309/orders/search")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        turns = []
+        async def caller():
+            while loop.time() < end:
+                grant = (await rates.admit([Ask(key, 50.0, 10, 1.0)]))[0]
+                if grant.admitted:
+                    turns.append(grant.at)
+                else:
+                    await asyncio.sleep(0.01)
+        await asyncio.gather(*(caller() for _ in range(20)))
+        await client.aclose()
+        print(json.dumps(turns))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    """
+)
+
+
+async def test_turns_handed_to_three_processes_never_exceed_rate_and_burst():
+    """What the shaping guarantees whatever the machine does: the turns themselves."""
+    need_real_redis()
+    prefix = f"test-{secrets.token_hex(6)}"
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", TURNS, REDIS_URL, prefix, "4", stdout=subprocess.PIPE, cwd=ROOT
+        )
+        for _ in range(3)
+    ]
+    outputs = [json.loads((await proc.communicate())[0]) for proc in procs]
+    client = aioredis.Redis.from_url(REDIS_URL)
+    async for name in client.scan_iter(match=f"{prefix}:*"):
+        await client.delete(name)
+    await client.aclose()
+    turns = sorted(at for output in outputs for at in output)
+    assert all(outputs), "every process got turns"
+    assert len(turns) >= 100
+    for i, at in enumerate(
+        turns
+    ):  # GCRA: the (n+1)th turn after t is no earlier than t + (n - burst + 1)/rate
+        if i >= 10:
+            assert at >= turns[i - 10] + 1 / 50.0 - 1e-5, (i, at, turns[i - 10])
+    span = turns[-1] - turns[0]
+    assert len(turns) <= 50.0 * span + 10 + 1
