@@ -138,8 +138,23 @@ def _add_events(
     replay.add_argument("--since", metavar="T", required=True, help=since)
 
 
+# Options whose value is opaque and may begin with '-' (an OAuth code, e.g. Shoptet's):
+# argparse would read `--code -x1` as two options.
+OPAQUE_VALUE_OPTIONS = ("--code",)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The parsed command line; `--code -x1` is read as `--code=-x1`."""
+    glued: list[str] = []
+    words = iter(argv)
+    for word in words:
+        value = next(words, None) if word in OPAQUE_VALUE_OPTIONS else None
+        glued.append(word if value is None else f"{word}={value}")
+    return build_parser().parse_args(glued)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return _dispatch(args)
     except ConfigError as exc:
