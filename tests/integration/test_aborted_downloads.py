@@ -2,10 +2,12 @@
 
 200 clients each take half of a 10 MiB download, stop reading for a moment
 (a slow client: the proxy's writes wait on it) and hang up. The proxy logs no
-error for them, and its memory comes back: its RSS after the round is within
-10 MiB of its RSS before it (measured after a warm-up round, once settled),
-and the warm-up round itself leaves at most 20 MiB (the peak is 30-40 MiB
-above the start; without memory.trimming, glibc kept most of it).
+error for them, and its memory comes back: after two such rounds its RSS,
+once settled, is within RETAINED_AT_MOST of its RSS at the start. Measured
+on 2 busy cores: the peak is ~80 MiB above the start; with memory.trimming
+6-16 MiB stay (once 21 MiB after the first round alone, in CI); without it
+34-70 MiB stayed. (An earlier bound per round, 10 and 20 MiB, sat inside
+that noise and failed CI once.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tests.procs import ProxyProcess, SharedRedis, memory_of, proxy_processes, s
 
 MiB = 1024**2
 CLIENTS, SIZE = 200, 10 * MiB
+RETAINED_AT_MOST = 32 * MiB
 SETTLE = 2.5 * TRIM_EVERY  # seconds to watch RSS: long enough for the proxy to trim twice
 
 
@@ -35,12 +38,12 @@ async def abort_half_way(port: int) -> None:
     writer.transport.abort()  # ...and hangs up (RST)
 
 
-async def settled_rss(pid: int, *, at_most: int | None = None) -> int:
-    """The lowest RSS seen while watching for SETTLE seconds (or until it is `at_most`)."""
+async def settled_rss(pid: int, *, at_most: int) -> int:
+    """The lowest RSS seen while watching for SETTLE seconds, or until it is `at_most`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE
     lowest = memory_of(pid)
-    while loop.time() < deadline and (at_most is None or lowest > at_most):
+    while loop.time() < deadline and lowest > at_most:
         await asyncio.sleep(0.25)  # sampling a measurement, not waiting for an event
         lowest = min(lowest, memory_of(pid))
     return lowest
@@ -80,16 +83,16 @@ async def test_200_clients_hanging_up_mid_download_leave_no_errors_and_no_memory
         async with proxy_processes(apps, SharedRedis("memory://"), tmp_path, count=1) as (proxy,):
             port, pid = int(proxy.url.rsplit(":", 1)[1]), proxy.process.pid
             start = memory_of(pid)
-            await asyncio.gather(*(abort_half_way(port) for _ in range(CLIENTS)))  # warm-up
-            before = await settled_rss(pid)
+            await asyncio.gather(*(abort_half_way(port) for _ in range(CLIENTS)))
+            between = memory_of(pid)
             await asyncio.gather(*(abort_half_way(port) for _ in range(CLIENTS)))
             peak = memory_of(pid, "VmHWM")
-            after = await settled_rss(pid, at_most=before + 10 * MiB)
+            after = await settled_rss(pid, at_most=start + RETAINED_AT_MOST)
             log = await all_logged(proxy, 2 * CLIENTS)
     print(
-        f"\nproxy RSS: {start / MiB:.1f} MiB at start, {before / MiB:.1f} MiB after a warm-up round, "
-        f"{after / MiB:.1f} MiB after {CLIENTS} more aborted {SIZE // MiB} MiB downloads "
-        f"(peak {peak / MiB:.1f} MiB)"
+        f"\nproxy RSS: {start / MiB:.1f} MiB at start, {between / MiB:.1f} MiB right after a round of "
+        f"{CLIENTS} aborted {SIZE // MiB} MiB downloads, {after / MiB:.1f} MiB settled after a "
+        f"second round (peak {peak / MiB:.1f} MiB)"
     )
     assert error_lines(log) == []
     exchanges = exchanges_in(log)
@@ -97,6 +100,5 @@ async def test_200_clients_hanging_up_mid_download_leave_no_errors_and_no_memory
     # a hang-up is seen as such, unless the rest of the body already fitted in the sockets' buffers
     assert {exchange.get("error") for exchange in exchanges} <= {None, "client_gone"}
     assert any(exchange.get("error") == "client_gone" for exchange in exchanges)
-    assert after <= before + 10 * MiB
-    # what the first round leaves (Python's own arenas, pools, caches), not the stream buffers' peak
-    assert before <= start + 20 * MiB
+    # what the rounds leave (Python's own arenas, pools, caches), not the stream buffers' peak
+    assert after <= start + RETAINED_AT_MOST
