@@ -17,6 +17,11 @@ A lower rate and a penalty drop the reservations already handed out and bump
 the `generation`: a caller that was told to wait checks the generation before
 it sends, and queues again if it changed.
 
+A process may also take a *spare* turn ahead of any call (`spare`), to hand
+to a call of its own soon after without asking the store (`spares.py`): only
+while the bucket stays at most SPARE_FILL full, so spares are never taken
+from a bucket that calls queue for.
+
 `rate` 0 means no limit of its own: only a penalty holds calls back.
 The Lua script in `redis_rates.py` is this, line for line, in milliseconds.
 """
@@ -88,6 +93,25 @@ def admit(
         tat = max(tat, send) + interval
         state.tat = tat
     return Grant(True, wait, state.generation, _level(tat, now, interval), rate, burst, send)
+
+
+#: a spare turn is taken only while the bucket, once it is counted, is at most this full (of burst)
+SPARE_FILL = 0.5
+#: slack of that comparison in calls: the store keeps times to the microsecond
+SPARE_SLACK = 1e-3
+
+
+def spare(state: BucketState, now: float, rate: float, burst: int) -> Grant:
+    """Take a turn that goes now, ahead of any call, if the bucket stays at most SPARE_FILL
+    full with it (then it goes now, too); else refused, nothing changed."""
+    rate = state.rate if state.rate is not None else rate
+    burst = state.burst if state.burst is not None else burst
+    interval, _ = shape(rate, burst)
+    tat = max(state.tat if state.tat is not None else now, now)
+    if interval <= 0 or _level(tat + interval, now, interval) > burst * SPARE_FILL + SPARE_SLACK:
+        return Grant(False, 0.0, state.generation, _level(tat, now, interval), rate, burst, now)
+    state.tat = tat + interval
+    return Grant(True, 0.0, state.generation, _level(state.tat, now, interval), rate, burst, now)
 
 
 def learn(state: BucketState, now: float, lesson: Lesson, rate: float, burst: int) -> float:

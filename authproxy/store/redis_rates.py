@@ -12,7 +12,10 @@ name the time instead (tests only). Connection trouble is StoreUnavailable.
 Turns are asked for in batches: while one script call on a bucket is under
 way, the calls that come for that bucket wait and then go together in the
 next one, served in the order they came (`_Batches`). A lone call goes at
-once; under load one round trip admits many calls.
+once; under load one round trip admits many calls. Each script call also
+takes spare turns for the calls that will come before the next one, while
+the bucket has plenty of room (`spares.py`): calls that find one go without
+a round trip.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import redis.asyncio as aioredis
 
 from authproxy.errors import StoreUnavailable
 from authproxy.models import TokenKey
-from authproxy.store.gcra import Grant, Lesson
+from authproxy.store.gcra import SPARE_FILL, SPARE_SLACK, Grant, Lesson
 from authproxy.store.names import app_tag, shop_tag
 from authproxy.store.rates import IDLE_TTL, LEARNED_TTL, Ask, BucketView, RateKey
 from authproxy.store.redis import _reachable
+from authproxy.store.spares import Spares
 
 log = logging.getLogger("authproxy.limits")
 
@@ -64,9 +68,9 @@ local function grant(admitted, wait, t, turn)
 end
 """
 
-# ARGV rate, burst, idle ttl ms, learned ttl ms, then for each call in the batch: max wait ms,
-# generation ('' = a new turn); now last -> for each call, in order,
-# "admitted wait-ms generation level rate burst turn-ms" (one string: cheaper to parse than a list)
+# ARGV rate, burst, idle ttl ms, learned ttl ms, then for each call in the batch: max wait ms
+# ('s': a spare turn, gcra.spare), generation ('' = a new turn); now last -> for each call, in
+# order, "admitted wait-ms generation level rate burst turn-ms" (one string: cheaper to parse)
 ADMIT = (
     PRELUDE
     + """
@@ -74,7 +78,15 @@ local tat = math.max(tonumber(f[1]) or now, now)
 local taken = false
 local out = {}
 for i = 5, #ARGV - 1, 2 do
-  if ARGV[i + 1] ~= '' and tonumber(ARGV[i + 1]) == gen then
+  if ARGV[i] == 's' then
+    if interval > 0 and level(tat + interval) <= burst * SPARE_FILL + SPARE_SLACK then
+      tat = tat + interval
+      taken = true
+      out[#out + 1] = grant(1, 0, tat, now)
+    else
+      out[#out + 1] = grant(0, 0, tat, now)
+    end
+  elseif ARGV[i + 1] ~= '' and tonumber(ARGV[i + 1]) == gen then
     out[#out + 1] = grant(1, 0, tat, now)
   else
     local send = math.max(now, tat - tau)
@@ -97,7 +109,7 @@ if taken then
   redis.call('PEXPIRE', KEYS[1], math.ceil(ttl))
 end
 return out
-"""
+""".replace("SPARE_FILL", repr(SPARE_FILL)).replace("SPARE_SLACK", repr(SPARE_SLACK))
 )
 
 # ARGV rate, burst, lesson rate, lesson burst, used, penalty at ms, penalty in ms,
@@ -168,13 +180,16 @@ def _ms(seconds: float | None) -> str:
 class RedisRates:
     """Buckets on the token store's Redis client (never a connection of its own)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, now: float | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, now: float | None = None, *, spare_turns: bool = True
+    ) -> None:
         self.client, self.prefix = client, prefix
         self.now = now  # tests: a fixed clock instead of Redis TIME (Unix seconds)
         self._admit = client.register_script(ADMIT)
         self._learn = client.register_script(LEARN)
         self._refund = client.register_script(REFUND)
-        self._batches = _Batches(self._run)
+        self.spares = Spares() if spare_turns else None
+        self._batches = _Batches(self._run, self.spares)
 
     def name(self, key: RateKey) -> str:
         tag = app_tag(key.app) if key.shop is None else shop_tag(TokenKey(key.app, key.shop))
@@ -192,17 +207,31 @@ class RedisRates:
         await self._batches.close()
 
     async def _run(self, bucket: BucketCall, asks: Sequence[Ask]) -> list[Grant]:
-        """One script call: a turn for each ask of one bucket, in order."""
+        """A turn for each ask of one bucket, in order; the spares it takes are kept."""
+        if self.spares is None:
+            return await self.turns(bucket, asks)
+        name = bucket[0]
+        grants = await self.turns(bucket, asks, spares=self.spares.wanted(name))
+        self.spares.keep(name, grants[len(asks) :])
+        return grants[: len(asks)]
+
+    async def turns(self, bucket: BucketCall, asks: Sequence[Ask], spares: int = 0) -> list[Grant]:
+        """One script call: a turn for each ask of one bucket, in order, then `spares` spare
+        turns (gcra.spare: each granted or refused)."""
         name, rate, burst = bucket
         args: list[str | float] = [rate, burst, _ms(IDLE_TTL), _ms(LEARNED_TTL)]
         for ask in asks:
             args += [_ms(ask.max_wait), "" if ask.generation is None else str(ask.generation)]
+        args += ["s", ""] * spares
         args.append(_ms(self.now))
         async with _reachable():
             replies = await self._admit(keys=[name], args=args)
         return [_grant(reply) for reply in replies]
 
     async def learn(self, key: RateKey, rate: float, burst: int, lesson: Lesson) -> float:
+        name = self.name(key)
+        if self.spares is not None:
+            self.spares.drop(name)  # taken before what the reply says: not handed out any more
         args: list[str | float] = [
             rate,
             burst,
@@ -216,7 +245,7 @@ class RedisRates:
             _ms(self.now),
         ]
         async with _reachable():
-            wait = await self._learn(keys=[self.name(key)], args=args)
+            wait = await self._learn(keys=[name], args=args)
         return float(wait) / 1000
 
     async def refund(self, key: RateKey, rate: float, generation: int) -> None:
@@ -253,13 +282,20 @@ class _Batches:
     A call the store failed fails the asks that waited for it too: they would only wait
     out the same timeout again."""
 
-    def __init__(self, run: Callable[[BucketCall, Sequence[Ask]], Awaitable[list[Grant]]]) -> None:
+    def __init__(
+        self, run: Callable[[BucketCall, Sequence[Ask]], Awaitable[list[Grant]]], spares: Spares | None
+    ) -> None:
         self.run = run
+        self.spares = spares  # None: every new turn is asked of the store
         self._waiting: dict[BucketCall, list[Turn]] = {}  # a call is under way for each bucket here
         self._flushes: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def ask(self, bucket: BucketCall, ask: Ask) -> Grant:
+        if self.spares is not None and ask.generation is None:
+            self.spares.asked(bucket[0])
+            if (spare := self.spares.take(bucket[0])) is not None:
+                return spare
         waiting = self._waiting.get(bucket)
         if waiting is not None:
             turn: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
@@ -279,6 +315,8 @@ class _Batches:
         """The call on `bucket` is done: send what waited for it (callers gone left out),
         or fail it with the same failure."""
         waiting = [(ask, turn) for ask, turn in self._waiting.pop(bucket) if not turn.done()]
+        if failure is None and self.spares is not None:
+            waiting = [(ask, turn) for ask, turn in waiting if not self._spared(bucket, ask, turn)]
         if failure is not None or self._closed:
             _fail(waiting, failure or StoreUnavailable("the rate buckets are closed"))
         elif waiting:
@@ -286,6 +324,14 @@ class _Batches:
             flush = asyncio.create_task(self._flush(bucket, waiting))
             self._flushes.add(flush)
             flush.add_done_callback(lambda task: self._flushed(bucket, waiting, task))
+
+    def _spared(self, bucket: BucketCall, ask: Ask, turn: asyncio.Future[Grant]) -> bool:
+        """Serve a waiting new turn with a spare the finished call took, if there is one."""
+        assert self.spares is not None
+        spare = self.spares.take(bucket[0]) if ask.generation is None else None
+        if spare is not None:
+            turn.set_result(spare)
+        return spare is not None
 
     async def _flush(self, bucket: BucketCall, waiting: list[Turn]) -> None:
         grants = await self.run(bucket, [ask for ask, _ in waiting])

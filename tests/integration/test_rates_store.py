@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 from authproxy.errors import StoreUnavailable
 from authproxy.settings import StoreSettings
 from authproxy.store import open_rates
-from authproxy.store.gcra import BucketState, Lesson, admit, learn, refund
+from authproxy.store.gcra import BucketState, Lesson, admit, learn, refund, spare
 from authproxy.store.memory import MemoryStore
 from authproxy.store.rates import Ask, MemoryRates, RateKey
 from authproxy.store.redis import RedisStore
 from authproxy.store.redis_rates import RedisRates
+from authproxy.store.spares import SPARE_LIFE
 from tests.conftest import REDIS_URL, need_real_redis
 from tests.procs import ROOT
 
@@ -44,6 +45,7 @@ step = st.one_of(
         st.none(),
     ),
     st.tuples(st.just("refund"), st.integers(0, 2), st.none()),
+    st.tuples(st.just("spare"), st.integers(0, 3), st.none()),
 )
 
 
@@ -62,7 +64,7 @@ async def client(request):
 @given(steps=st.lists(step, max_size=25), rate=st.sampled_from([0.0, 1.0, 4.0]), burst=st.integers(1, 4))
 async def test_the_script_is_the_reference_algorithm(client, steps, rate, burst):
     """Same decisions, same turns, same waits as gcra.py, whatever happens in between."""
-    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW, spare_turns=False)
     state, now = BucketState(), NOW
     try:
         for kind, value, generation in steps:
@@ -76,6 +78,13 @@ async def test_the_script_is_the_reference_algorithm(client, steps, rate, burst)
                 assert (got.rate, got.burst) == (pytest.approx(want.rate), want.burst)
             elif kind == "advance":
                 now += value
+            elif kind == "spare":
+                got_spares = await rates.turns((rates.name(KEY), rate, burst), [], spares=value)
+                want_spares = [spare(state, now, rate, burst) for _ in range(value)]
+                assert [g.admitted for g in got_spares] == [g.admitted for g in want_spares]
+                assert [g.level for g in got_spares] == pytest.approx(
+                    [g.level for g in want_spares], abs=1e-2
+                )
             elif kind == "learn":
                 got_wait = await rates.learn(KEY, rate, burst, value)
                 assert got_wait == pytest.approx(learn(state, now, value, rate, burst), abs=1e-3)
@@ -95,7 +104,7 @@ async def test_the_script_is_the_reference_algorithm(client, steps, rate, burst)
 async def test_concurrent_turns_go_in_batches_each_the_turn_it_would_get_alone(client, batch, rate, burst):
     """Calls that come while one is under way go together in the next script call, in the
     order they came, each granted what gcra.py grants it one by one."""
-    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW, spare_turns=False)
     calls: list[int] = []
     run = rates._batches.run
 
@@ -118,7 +127,7 @@ async def test_concurrent_turns_go_in_batches_each_the_turn_it_would_get_alone(c
 
 
 async def test_a_failed_batch_fails_each_of_its_callers_and_a_gone_one_is_left_out(client):
-    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW, spare_turns=False)
     sent: list[int] = []
     run = rates._batches.run
     release = asyncio.Event()
@@ -147,7 +156,7 @@ async def test_a_failed_batch_fails_each_of_its_callers_and_a_gone_one_is_left_o
 
 
 async def test_callers_queued_behind_a_failed_call_fail_with_it_not_after_a_second_timeout(client):
-    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW, spare_turns=False)
     sent: list[int] = []
     release = asyncio.Event()
 
@@ -169,7 +178,7 @@ async def test_callers_queued_behind_a_failed_call_fail_with_it_not_after_a_seco
 
 
 async def test_a_cancelled_flush_leaves_nobody_waiting(client):
-    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW, spare_turns=False)
     release = asyncio.Event()
     run = rates._batches.run
 
@@ -200,6 +209,84 @@ async def test_a_cancelled_flush_leaves_nobody_waiting(client):
     assert (await rates.admit([ask]))[0].admitted, "the bucket takes calls again"
     await rates.close()
     await client.delete(rates.name(KEY))
+
+
+class Calls:
+    """Counts a RedisRates' script calls: the new turns and the spares each asked for."""
+
+    def __init__(self, rates: RedisRates) -> None:
+        self.made: list[tuple[int, int]] = []
+        turns = rates.turns
+
+        async def counted(bucket, asks, spares=0):
+            self.made.append((len(asks), spares))
+            return await turns(bucket, asks, spares)
+
+        rates.turns = counted
+
+
+async def turns_counted(client, rates: RedisRates, rate: float) -> float:
+    """The turns the bucket counted (its level at the fixed clock NOW)."""
+    tat = float(await client.hget(rates.name(KEY), "tat"))
+    return (tat - NOW * 1000) / (1000 / rate)
+
+
+async def test_calls_faster_than_a_round_trip_take_spare_turns_each_counted_by_the_bucket(client):
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    assert rates.spares is not None
+    rates.spares.clock = lambda: 0.0  # none expires while the test runs, however slow the machine
+    calls = Calls(rates)
+    try:
+        grants = [(await rates.admit([Ask(KEY, 1000.0, 1000, 1.0)]))[0] for _ in range(10)]
+        assert all(grant.admitted and grant.wait == 0 for grant in grants)
+        # each script call takes as many spares as calls came since the one before
+        assert calls.made == [(1, 1), (1, 2), (1, 3), (1, 4)]
+        held = sum(1 for _ in iter(lambda: rates.spares.take(rates.name(KEY)), None))
+        assert held == 4  # the last call took four; none used yet
+        assert await turns_counted(client, rates, 1000.0) == pytest.approx(10 + held, abs=1e-3)
+        # calls that queue behind a script call take the spares it brings back first
+        calls.made.clear()
+        together = await asyncio.gather(*(rates.admit([Ask(KEY, 1000.0, 1000, 1.0)]) for _ in range(6)))
+        assert all(grant.admitted for (grant,) in together)
+        assert calls.made == [(1, 1), (4, 5)], "the second call asked only for the five not served"
+    finally:
+        await client.delete(rates.name(KEY))
+
+
+async def test_spares_are_not_taken_from_a_bucket_half_full(client):
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    assert rates.spares is not None
+    rates.spares.clock = lambda: 0.0
+    calls = Calls(rates)
+    try:
+        for _ in range(6):  # rate 10, burst 4: one call fills a quarter; half full takes no spare
+            await rates.admit([Ask(KEY, 10.0, 4, 10.0)])
+        assert calls.made == [(1, 1), (1, 2), (1, 1), (1, 1), (1, 1)]  # only the first spare granted
+        assert await turns_counted(client, rates, 10.0) == pytest.approx(6, abs=1e-3), (
+            "the spare went to a call"
+        )
+    finally:
+        await client.delete(rates.name(KEY))
+
+
+async def test_spares_expire_and_a_lesson_drops_them(client):
+    clock = [0.0]
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    assert rates.spares is not None
+    rates.spares.clock = lambda: clock[0]
+    calls = Calls(rates)
+    ask = Ask(KEY, 1000.0, 1000, 5.0)
+    try:
+        await rates.admit([ask])
+        clock[0] += SPARE_LIFE + 0.001
+        await rates.admit([ask])  # the spare is too old: asked of the store
+        assert len(calls.made) == 2
+        wait = await rates.learn(KEY, 1000.0, 1000, Lesson(penalty_in=2.0))
+        (grant,) = await rates.admit([ask])  # the spare of the second call is dropped
+        assert len(calls.made) == 3
+        assert grant.admitted and grant.wait == pytest.approx(wait, abs=1e-3) and wait > 1.9
+    finally:
+        await client.delete(rates.name(KEY))
 
 
 async def test_keys_share_the_shops_hash_tag_and_expire(client):
