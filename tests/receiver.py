@@ -2,8 +2,9 @@
 
 It verifies X-AuthProxy-Signature with its own HMAC code (not authproxy's), so
 a wrong signature scheme fails the tests. `down` answers 503; `hang` holds
-requests until released (a consumer can die mid-delivery); a receiver that
-is not started yet refuses connections.
+requests until released (a consumer can die mid-delivery), or until
+`refuse_held` answers them 503 (nothing held is accepted, whatever became of
+its sender); a receiver that is not started yet refuses connections.
 """
 
 from __future__ import annotations
@@ -21,6 +22,20 @@ from aiohttp import web
 SECRET = "webhook-secret-0123456789abcdef"
 
 
+class Gate:
+    """What requests that came while it was current wait for, and how they end."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.refused = False
+
+    @classmethod
+    def opened(cls) -> Gate:
+        gate = cls()
+        gate.open.set()
+        return gate
+
+
 class Receiver:
     def __init__(
         self, secret: str = SECRET, tolerance: float = 300.0, now: Callable[[], float] = time.time
@@ -31,14 +46,22 @@ class Receiver:
         self.attempts = 0
         self.down = False
         self.on_accept: Callable[[], None] = lambda: None  # runs as each event is accepted
-        self.released = asyncio.Event()
-        self.released.set()
+        self._gate = Gate.opened()
 
     def hang(self) -> None:
-        self.released.clear()
+        """Hold the requests that come from now on."""
+        if self._gate.open.is_set():
+            self._gate = Gate()
 
     def release(self) -> None:
-        self.released.set()
+        """Let the held requests and all that come go on."""
+        self._gate.open.set()
+
+    def refuse_held(self) -> None:
+        """Answer the held requests 503; those that come from now on go on."""
+        self._gate.refused = True
+        self._gate.open.set()
+        self._gate = Gate.opened()
 
     def ids(self) -> list[str]:
         return [event["id"] for event in self.events]
@@ -50,8 +73,9 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.attempts += 1
-        await self.released.wait()
-        if self.down:
+        gate = self._gate
+        await gate.open.wait()
+        if self.down or gate.refused:
             return web.Response(status=503)
         body = await request.read()
         problem = self._check(request.headers, body)
