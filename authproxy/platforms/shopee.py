@@ -58,6 +58,7 @@ ACCESS_LIFETIME = 4 * 3600.0  # used only when a reply carrying a new pair omits
 REFRESH_LIFETIME = 30 * 86400.0
 #: Shopee's own typo first; the spelled-out form accepted defensively
 INVALID_TOKEN_ERRORS = frozenset({"invalid_acceess_token", "invalid_access_token"})
+INVALID_TOKEN_MARK = b"invalid_ac"  # what every one of them starts with
 #: refresh answers that no retry can fix (messages VERIFIED, error codes third-party)
 REJECTED_ERRORS = frozenset({"refresh_token_expired"})
 REJECTED_MESSAGES = frozenset({"invalid refresh_token", "your refresh_token expired"})
@@ -230,6 +231,8 @@ class Shopee(Platform):
         )
 
     def classify(self, reply: HttpReply) -> Verdict:
+        if INVALID_TOKEN_MARK not in reply.body:  # most replies: no JSON parsed to know it
+            return Verdict.OK
         data = json_object(reply.body)
         if data is not None and data.get("error") in INVALID_TOKEN_ERRORS:
             return Verdict.TOKEN_INVALID
