@@ -7,12 +7,15 @@ Every byte of a parameter that is not dropped is kept as the client sent it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import quote, unquote_plus
 
 REDACTED = "***"
 #: OAuth parameters that are secret whatever the platform (platforms add their own)
 OAUTH_SECRETS = frozenset({"access_token", "refresh_token", "client_secret", "code"})
+#: what quote(..., safe="") leaves as it is: most values a platform adds (ids, hex signatures)
+UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def _key(segment: str) -> str:
@@ -29,10 +32,15 @@ def drop_params(query: str, names: Iterable[str]) -> str:
 
 def add_params(query: str, pairs: Iterable[tuple[str, str]]) -> str:
     """The query with `pairs` appended, percent-encoded."""
-    encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+    encoded = "&".join(f"{_encoded(k)}={_encoded(v)}" for k, v in pairs)
     if not encoded:
         return query
     return f"{query}&{encoded}" if query else encoded
+
+
+def _encoded(text: str) -> str:
+    """quote(text, safe=""), without its cost for text it would leave as it is."""
+    return text if UNRESERVED.fullmatch(text) else quote(text, safe="")
 
 
 def decoded_params(query: str) -> list[tuple[str, str]]:

@@ -91,6 +91,13 @@ def test_add_params_and_decode_roundtrip():
     assert add_params("", [("a", "1")]) == "a=1"
 
 
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), max_size=4))
+def test_added_params_are_encoded_as_quote_encodes_them(pairs):
+    expected = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+    assert add_params("", pairs) == expected
+    assert decoded_params(add_params("", pairs)) == pairs
+
+
 def test_redact_query():
     secrets = frozenset({"access_token", "sign"})
     assert redact_query("a=1&access_token=xyz&sign=abc&Sign=q", secrets) == (
