@@ -12,7 +12,7 @@ commit in its own worktree), else this checkout's .venv; KEY=VALUE pairs go to i
 (e.g. AUTHPROXY_SERVER__EVENT_LOOP=asyncio). For every variant and shape it starts:
 
 - `NAME`         Bearer GET / 1 KiB POST / GET c=1 through an oauth2 app, one process on CPU 1;
-- `NAME-shopee`  a Shopee-signed GET (HMAC per request), one process on CPU 1;
+- `NAME-shopee`  a Shopee-signed GET at c=32 and c=1 (HMAC per request), one process on CPU 1;
 - `NAME-w2`      `serve --workers 2` on CPUs 0,1, Bearer GET c=32 (compare with aio2-cache).
 
 Every feature is on: JSON access log (to the harness's log file), metrics, rate limiting,
@@ -145,7 +145,7 @@ def proxy_specs(h: ModuleType, variants: list[Variant], shapes: list[str], workd
                         "AUTHPROXY_KEYS": "bench:" + base64.b64encode(b"k" * 32).decode(),
                     },
                     "start_timeout": h.PROXY_START_TIMEOUT,
-                    "tests": BEARER_TESTS if shape == "bearer" else ("get:32",),
+                    "tests": BEARER_TESTS if shape == "bearer" else ("get:32", "get:1"),
                     "shape": shape,
                     "variant": variant.name,
                 }
