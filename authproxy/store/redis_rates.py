@@ -13,9 +13,9 @@ Turns are asked for in batches: while one script call on a bucket is under
 way, the calls that come for that bucket wait and then go together in the
 next one, served in the order they came (`_Batches`). A lone call goes at
 once; under load one round trip admits many calls. Each script call also
-takes spare turns for the calls that will come before the next one, while
-the bucket has plenty of room (`spares.py`): calls that find one go without
-a round trip.
+takes spare turns for the calls this process expects within 50 ms, while the
+bucket has plenty of room (`spares.py`): calls that find one go without a
+round trip.
 """
 
 from __future__ import annotations
@@ -211,8 +211,9 @@ class RedisRates:
         if self.spares is None:
             return await self.turns(bucket, asks)
         name = bucket[0]
-        grants = await self.turns(bucket, asks, spares=self.spares.wanted(name))
-        self.spares.keep(name, grants[len(asks) :])
+        order = self.spares.order(name)
+        grants = await self.turns(bucket, asks, spares=order.count)
+        self.spares.keep(name, order, grants[len(asks) :])
         return grants[: len(asks)]
 
     async def turns(self, bucket: BucketCall, asks: Sequence[Ask], spares: int = 0) -> list[Grant]:
@@ -292,11 +293,12 @@ class _Batches:
         self._closed = False
 
     async def ask(self, bucket: BucketCall, ask: Ask) -> Grant:
+        waiting = self._waiting.get(bucket)
         if self.spares is not None and ask.generation is None:
             self.spares.asked(bucket[0])
-            if (spare := self.spares.take(bucket[0])) is not None:
+            # callers queued before this one get the spares first (_next hands them out)
+            if not waiting and (spare := self.spares.take(bucket[0])) is not None:
                 return spare
-        waiting = self._waiting.get(bucket)
         if waiting is not None:
             turn: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
             waiting.append((ask, turn))

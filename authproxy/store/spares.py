@@ -2,21 +2,25 @@
 
 Under load every upstream call of a rate-limited app would cost a store round
 trip for its turn, even when its buckets are nearly empty. So each script
-call for a bucket also asks for spare turns: as many as calls came for the
-bucket since its previous script call (the demand one round trip sees), at
-most SPARES_MAX. The store grants a spare only while the bucket stays at most
-half full (gcra.spare): a bucket that calls queue for, or that nears its
-limit, hands out no spares, and every call there takes its turn in order.
+call for a bucket also asks for spare turns: as many as this process's calls
+for the bucket are expected to need within SPARE_LIFE, judged by how many came
+since the previous script call and how long ago that was (at most twice as
+many as came, at most SPARES_MAX). Calls a second apart get none; a burst
+gets a few more each round. The store grants a spare only while the bucket
+stays at most half full (gcra.spare): a bucket near its limit hands out no new
+spares, and calls there take their turns in order.
 
-A spare is a real turn: the bucket counted it when it was taken, so every
-replica's turns together still keep rate and burst. It is handed to a call of
-this process within SPARE_LIFE of being taken, else dropped (its turn goes
-unused: the bucket lets fewer calls through, never more). So a spare reaches
-the platform at most SPARE_LIFE after its turn, the lateness the shaper
-accepts of any turn (LATE_WAKE). A lesson for a bucket (a penalty, a lower
-rate) drops its spares here at once; one that another replica learned holds
-this one's calls back within SPARE_LIFE, as PENALTY_POLL does for buckets
-without a rate of their own.
+A spare is a real turn: the bucket counted it when it was taken, so the turns
+that all replicas take together keep rate and burst. It is handed to a call of
+this process within SPARE_LIFE of the moment its script call was sent, else
+dropped (it goes unused: a little of the bucket's headroom lost, never a call
+too many). So a spare reaches the platform at most SPARE_LIFE plus the store's
+answer time after it was counted, the lateness the shaper accepts of any turn
+(LATE_WAKE): a platform counting sharply may see a burst and 50 ms of calls at
+once. A lesson for a bucket (a penalty, a lower rate) drops its spares here at
+once, and spares of a script call sent before it are not kept; one that
+another replica learned holds this one's calls back within SPARE_LIFE, as
+PENALTY_POLL does for buckets without a rate of their own.
 """
 
 from __future__ import annotations
@@ -24,32 +28,47 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from authproxy.store.gcra import Grant
 
-#: seconds a spare turn may be handed out after it was taken
+#: seconds a spare turn may be handed out after its script call was sent
 SPARE_LIFE = 0.05
 #: most spares one script call asks for
 SPARES_MAX = 64
-#: buckets held or counted, past which expired ones are swept
+#: spares asked for at most this many times the calls that came since the last script call
+SPARES_GROWTH = 2
+#: buckets held or counted, past which stale ones are swept
 SWEEP_AT = 1024
 
 
+@dataclass(frozen=True)
+class SpareOrder:
+    """The spares one script call asks for, and what keeps them honest when it answers."""
+
+    count: int
+    sent: float  # the clock when the call was sent: spares live SPARE_LIFE from here
+    mark: int  # the drop count then: a lesson learned since voids them
+
+
 class Spares:
-    """Spare turns per bucket (its store key), and the calls asked for each since its last
-    script call."""
+    """Spare turns per bucket (its store key), and each bucket's calls since its last script call."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._held: dict[str, deque[tuple[float, Grant]]] = {}
-        self._asked: dict[str, int] = {}
+        #: calls asked since the bucket's last script call, and when that was (None: never)
+        self._asked: dict[str, tuple[int, float | None]] = {}
+        self._drops = 0  # lessons so far (and sweeps, which forget which buckets learned)
+        self._dropped: dict[str, int] = {}  # the drop count when each bucket last learned
+        self._forgotten = 0  # the drop count of the last sweep of _dropped
 
     def asked(self, bucket: str) -> None:
         """A call wants a turn in `bucket` (counted whether a spare serves it or not)."""
-        count = self._asked.get(bucket)
-        if count is None and len(self._asked) >= SWEEP_AT:
+        count, since = self._asked.get(bucket, (0, None))
+        if since is None and count == 0 and len(self._asked) >= SWEEP_AT:
             self._sweep()
-        self._asked[bucket] = (count or 0) + 1
+        self._asked[bucket] = (count + 1, since)
 
     def take(self, bucket: str) -> Grant | None:
         """A spare turn of `bucket` still fresh, or None."""
@@ -58,35 +77,54 @@ class Spares:
             return None
         oldest = self.clock() - SPARE_LIFE
         while held:
-            taken, grant = held.popleft()
-            if taken >= oldest:
+            sent, grant = held.popleft()
+            if sent >= oldest:
                 if not held:
                     del self._held[bucket]
                 return grant
         del self._held[bucket]
         return None
 
-    def wanted(self, bucket: str) -> int:
-        """How many spares a script call for `bucket` asks for now; the count starts anew."""
-        return min(self._asked.pop(bucket, 0), SPARES_MAX)
+    def order(self, bucket: str) -> SpareOrder:
+        """The spares a script call for `bucket`, sent now, asks for; the count starts anew."""
+        now = self.clock()
+        count, since = self._asked.get(bucket, (0, None))
+        self._asked[bucket] = (0, now)
+        wanted = 0
+        if since is not None and count:
+            expected = count * SPARE_LIFE / max(now - since, 1e-6)
+            wanted = min(SPARES_MAX, SPARES_GROWTH * count, int(expected))
+        return SpareOrder(wanted, now, self._drops)
 
-    def keep(self, bucket: str, grants: Sequence[Grant]) -> None:
-        """Hold the spares a script call granted."""
+    def keep(self, bucket: str, order: SpareOrder, grants: Sequence[Grant]) -> None:
+        """Hold the spares a script call granted, unless the bucket learned something since
+        the call was sent."""
         granted = [grant for grant in grants if grant.admitted]
-        if not granted:
+        if not granted or order.mark < self._forgotten or self._dropped.get(bucket, -1) > order.mark:
             return
         if len(self._held) >= SWEEP_AT:
             self._sweep()
-        now = self.clock()
-        self._held.setdefault(bucket, deque()).extend((now, grant) for grant in granted)
+        self._held.setdefault(bucket, deque()).extend((order.sent, grant) for grant in granted)
 
     def drop(self, bucket: str) -> None:
-        """Forget `bucket`'s spares (it learned a penalty or a lower rate)."""
+        """Forget `bucket`'s spares, and those of its script calls under way (it learned a
+        penalty or a lower rate)."""
         self._held.pop(bucket, None)
+        self._drops += 1
+        self._dropped[bucket] = self._drops
+        if len(self._dropped) >= SWEEP_AT:
+            self._dropped.clear()  # calls under way now keep no spares (order.mark < _forgotten)
+            self._drops += 1
+            self._forgotten = self._drops
 
     def _sweep(self) -> None:
-        """Forget expired spares, and counts of buckets without spares (a count only sizes
-        the next script call's spares)."""
+        """Forget expired spares, and buckets with no spares and no script call lately."""
         oldest = self.clock() - SPARE_LIFE
         self._held = {name: held for name, held in self._held.items() if held[-1][0] >= oldest}
-        self._asked = {name: count for name, count in self._asked.items() if name in self._held}
+        self._asked = {
+            name: (count, since)
+            for name, (count, since) in self._asked.items()
+            if name in self._held or (since is not None and since >= oldest)
+        }
+        if len(self._asked) >= SWEEP_AT:  # that many buckets busy at once: estimates start anew
+            self._asked.clear()

@@ -231,60 +231,111 @@ async def turns_counted(client, rates: RedisRates, rate: float) -> float:
     return (tat - NOW * 1000) / (1000 / rate)
 
 
+def frozen(rates: RedisRates) -> list[float]:
+    """A clock for the rates' spares that moves only when the test moves it."""
+    clock = [0.0]
+    assert rates.spares is not None
+    rates.spares.clock = lambda: clock[0]
+    return clock
+
+
 async def test_calls_faster_than_a_round_trip_take_spare_turns_each_counted_by_the_bucket(client):
     rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
-    assert rates.spares is not None
-    rates.spares.clock = lambda: 0.0  # none expires while the test runs, however slow the machine
+    frozen(rates)  # calls a moment apart: none expires while the test runs, however slow
     calls = Calls(rates)
     try:
         grants = [(await rates.admit([Ask(KEY, 1000.0, 1000, 1.0)]))[0] for _ in range(10)]
         assert all(grant.admitted and grant.wait == 0 for grant in grants)
-        # each script call takes as many spares as calls came since the one before
-        assert calls.made == [(1, 1), (1, 2), (1, 3), (1, 4)]
+        # the first call knows no pace yet; then twice as many as came since the last call
+        assert calls.made == [(1, 0), (1, 2), (1, 6)]
         held = sum(1 for _ in iter(lambda: rates.spares.take(rates.name(KEY)), None))
-        assert held == 4  # the last call took four; none used yet
+        assert held == 1
         assert await turns_counted(client, rates, 1000.0) == pytest.approx(10 + held, abs=1e-3)
-        # calls that queue behind a script call take the spares it brings back first
-        calls.made.clear()
+    finally:
+        await client.delete(rates.name(KEY))
+
+
+async def test_callers_queued_behind_a_script_call_take_the_spares_it_brings_first(client):
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    frozen(rates)
+    calls = Calls(rates)
+    try:
+        await rates.admit([Ask(KEY, 1000.0, 1000, 1.0)])
         together = await asyncio.gather(*(rates.admit([Ask(KEY, 1000.0, 1000, 1.0)]) for _ in range(6)))
         assert all(grant.admitted for (grant,) in together)
-        assert calls.made == [(1, 1), (4, 5)], "the second call asked only for the five not served"
+        # the second call brings two spares for the five queued: three go to the store
+        assert calls.made == [(1, 0), (1, 2), (3, 10)]
+    finally:
+        await client.delete(rates.name(KEY))
+
+
+async def test_calls_further_apart_than_a_spares_life_take_none(client):
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    clock = frozen(rates)
+    calls = Calls(rates)
+    try:
+        for _ in range(5):
+            await rates.admit([Ask(KEY, 1000.0, 1000, 1.0)])
+            clock[0] += 2 * SPARE_LIFE
+        assert calls.made == [(1, 0)] * 5
+        assert await turns_counted(client, rates, 1000.0) == pytest.approx(5, abs=1e-3)
     finally:
         await client.delete(rates.name(KEY))
 
 
 async def test_spares_are_not_taken_from_a_bucket_half_full(client):
     rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
-    assert rates.spares is not None
-    rates.spares.clock = lambda: 0.0
+    frozen(rates)
     calls = Calls(rates)
     try:
-        for _ in range(6):  # rate 10, burst 4: one call fills a quarter; half full takes no spare
-            await rates.admit([Ask(KEY, 10.0, 4, 10.0)])
-        assert calls.made == [(1, 1), (1, 2), (1, 1), (1, 1), (1, 1)]  # only the first spare granted
-        assert await turns_counted(client, rates, 10.0) == pytest.approx(6, abs=1e-3), (
-            "the spare went to a call"
-        )
+        for _ in range(6):  # rate 10, burst 6: a spare only while at most 3 calls are in the bucket
+            await rates.admit([Ask(KEY, 10.0, 6, 10.0)])
+        assert calls.made == [(1, 0), (1, 2), (1, 4), (1, 2), (1, 2)], "one spare granted, once"
+        assert await turns_counted(client, rates, 10.0) == pytest.approx(6, abs=1e-3), "it went to a call"
     finally:
         await client.delete(rates.name(KEY))
 
 
 async def test_spares_expire_and_a_lesson_drops_them(client):
-    clock = [0.0]
     rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
-    assert rates.spares is not None
-    rates.spares.clock = lambda: clock[0]
+    clock = frozen(rates)
     calls = Calls(rates)
     ask = Ask(KEY, 1000.0, 1000, 5.0)
     try:
         await rates.admit([ask])
+        await rates.admit([ask])  # takes two spares
         clock[0] += SPARE_LIFE + 0.001
-        await rates.admit([ask])  # the spare is too old: asked of the store
-        assert len(calls.made) == 2
+        await rates.admit([ask])  # they are too old: asked of the store
+        await rates.admit([ask])  # takes two spares again
+        assert len(calls.made) == 4
         wait = await rates.learn(KEY, 1000.0, 1000, Lesson(penalty_in=2.0))
-        (grant,) = await rates.admit([ask])  # the spare of the second call is dropped
-        assert len(calls.made) == 3
+        (grant,) = await rates.admit([ask])  # the spares are dropped: the penalty holds
+        assert len(calls.made) == 5
         assert grant.admitted and grant.wait == pytest.approx(wait, abs=1e-3) and wait > 1.9
+    finally:
+        await client.delete(rates.name(KEY))
+
+
+async def test_spares_of_a_script_call_sent_before_a_lesson_are_not_kept(client):
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    frozen(rates)
+    ask = Ask(KEY, 1000.0, 1000, 5.0)
+    turns = rates.turns
+    lesson_learned = asyncio.Event()
+
+    async def slow(bucket, asks, spares=0):
+        granted = await turns(bucket, asks, spares)
+        if spares:
+            await rates.learn(KEY, 1000.0, 1000, Lesson(penalty_in=2.0))  # a 429 meanwhile
+            lesson_learned.set()
+        return granted
+
+    rates.turns = slow
+    try:
+        await rates.admit([ask])
+        await rates.admit([ask])  # its spares come back after the lesson
+        assert lesson_learned.is_set()
+        assert rates.spares is not None and rates.spares.take(rates.name(KEY)) is None
     finally:
         await client.delete(rates.name(KEY))
 

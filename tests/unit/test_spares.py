@@ -13,7 +13,7 @@ def granted(level: float, admitted: bool = True) -> Grant:
 def test_spares_go_in_the_order_taken_and_only_while_fresh() -> None:
     clock = [100.0]
     spares = Spares(lambda: clock[0])
-    spares.keep("b", [granted(1), granted(2), granted(3, admitted=False)])
+    spares.keep("b", spares.order("b"), [granted(1), granted(2), granted(3, admitted=False)])
     first = spares.take("b")
     assert first is not None and first.level == 1
     clock[0] += SPARE_LIFE + 1e-3
@@ -21,22 +21,46 @@ def test_spares_go_in_the_order_taken_and_only_while_fresh() -> None:
     assert spares.take("other") is None
 
 
-def test_a_script_call_asks_for_the_calls_since_the_last_one_at_most_spares_max() -> None:
-    spares = Spares()
+def test_a_script_call_asks_for_what_the_pace_of_calls_needs_within_a_spares_life() -> None:
+    clock = [0.0]
+    spares = Spares(lambda: clock[0])
+    spares.asked("b")
+    assert spares.order("b").count == 0, "no pace known yet"
     for _ in range(3):
         spares.asked("b")
-    assert spares.wanted("b") == 3
-    assert spares.wanted("b") == 0, "the count starts anew"
-    for _ in range(SPARES_MAX + 5):
+    clock[0] += SPARE_LIFE / 10  # 3 calls in 5 ms: 30 expected in 50 ms, at most twice 3
+    assert spares.order("b").count == 6
+    assert spares.order("b").count == 0, "the count starts anew"
+    for _ in range(40):
         spares.asked("b")
-    assert spares.wanted("b") == SPARES_MAX
+    clock[0] += SPARE_LIFE / 100
+    assert spares.order("b").count == SPARES_MAX
+    spares.asked("b")
+    clock[0] += SPARE_LIFE * 2  # one call in 100 ms: none expected within 50 ms
+    assert spares.order("b").count == 0
 
 
-def test_a_dropped_bucket_hands_out_nothing() -> None:
+def test_a_dropped_bucket_hands_out_nothing_and_keeps_nothing_of_calls_sent_before() -> None:
     spares = Spares()
-    spares.keep("b", [granted(1)])
+    spares.keep("b", spares.order("b"), [granted(1)])
+    sent_before = spares.order("b")
     spares.drop("b")
     assert spares.take("b") is None
+    spares.keep("b", sent_before, [granted(2)])
+    assert spares.take("b") is None
+    spares.keep("b", spares.order("b"), [granted(3)])
+    assert spares.take("b") is not None, "calls sent after the lesson keep theirs"
+
+
+def test_forgetting_which_buckets_learned_keeps_nothing_of_calls_sent_before() -> None:
+    spares = Spares()
+    sent_before = spares.order("b")
+    for i in range(SWEEP_AT):
+        spares.drop(f"other{i}")
+    spares.keep("b", sent_before, [granted(1)])
+    assert spares.take("b") is None
+    spares.keep("b", spares.order("b"), [granted(2)])
+    assert spares.take("b") is not None
 
 
 def test_buckets_seen_once_do_not_grow_memory() -> None:
@@ -44,6 +68,6 @@ def test_buckets_seen_once_do_not_grow_memory() -> None:
     spares = Spares(lambda: clock[0])
     for i in range(5 * SWEEP_AT):
         spares.asked(f"b{i}")  # a call served by a spare, never followed by a script call
-        spares.keep(f"b{i}", [granted(1)])
+        spares.keep(f"b{i}", spares.order(f"b{i}"), [granted(1)])
         clock[0] += SPARE_LIFE / 10
     assert len(spares._asked) <= SWEEP_AT and len(spares._held) <= SWEEP_AT
