@@ -231,8 +231,15 @@ class RedisRates:
 
     async def learn(self, key: RateKey, rate: float, burst: int, lesson: Lesson) -> float:
         name = self.name(key)
-        if self.spares is not None:
-            self.spares.drop(name)  # taken before what the reply says: not handed out any more
+        if self.spares is None:
+            return await self._learned(name, rate, burst, lesson)
+        self.spares.drop(name)  # held ones, now; and once it is stored, those of script calls
+        try:  # sent meanwhile, which the store may have run before the lesson
+            return await self._learned(name, rate, burst, lesson)
+        finally:
+            self.spares.drop(name)
+
+    async def _learned(self, name: str, rate: float, burst: int, lesson: Lesson) -> float:
         args: list[str | float] = [
             rate,
             burst,

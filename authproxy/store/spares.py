@@ -4,22 +4,23 @@ Under load every upstream call of a rate-limited app would cost a store round
 trip for its turn, even when its buckets are nearly empty. So each script
 call for a bucket also asks for spare turns: as many as this process's calls
 for the bucket are expected to need within SPARE_LIFE, judged by how many came
-since the previous script call and how long ago that was (at most twice as
-many as came, at most SPARES_MAX). Calls a second apart get none; a burst
-gets a few more each round. The store grants a spare only while the bucket
-stays at most half full (gcra.spare): a bucket near its limit hands out no new
-spares, and calls there take their turns in order.
+since the previous script call and how long ago that was, and growing slowly
+(at most one more than twice the spares calls took since then, at most
+SPARES_MAX): a lone burst gets one spare, steady traffic a few more each round,
+calls further apart than SPARE_LIFE none. The store grants a spare only while
+the bucket stays at most half full (gcra.spare): a bucket near its limit hands
+out no new spares, and calls there take their turns in order.
 
 A spare is a real turn: the bucket counted it when it was taken, so the turns
 that all replicas take together keep rate and burst. It is handed to a call of
 this process within SPARE_LIFE of the moment its script call was sent, else
-dropped (it goes unused: a little of the bucket's headroom lost, never a call
-too many). So a spare reaches the platform at most SPARE_LIFE plus the store's
-answer time after it was counted, the lateness the shaper accepts of any turn
-(LATE_WAKE): a platform counting sharply may see a burst and 50 ms of calls at
-once. A lesson for a bucket (a penalty, a lower rate) drops its spares here at
-once, and spares of a script call sent before it are not kept; one that
-another replica learned holds this one's calls back within SPARE_LIFE, as
+dropped: it goes unused, headroom lost (at most one spare per script call once
+calls stop taking them), never a call too many. So a spare reaches the platform
+at most SPARE_LIFE after it was counted, the lateness the shaper accepts of any
+turn (LATE_WAKE): a platform counting sharply may see a burst and 50 ms of calls
+at once. Whatever a reply teaches a bucket (a penalty, a rate, a filling) drops
+its spares, and those of script calls sent before the lesson was stored; one
+that another replica learned holds this one's calls back within SPARE_LIFE, as
 PENALTY_POLL does for buckets without a rate of their own.
 """
 
@@ -36,10 +37,19 @@ from authproxy.store.gcra import Grant
 SPARE_LIFE = 0.05
 #: most spares one script call asks for
 SPARES_MAX = 64
-#: spares asked for at most this many times the calls that came since the last script call
+#: spares asked for at most one more than this many times those taken since the last script call
 SPARES_GROWTH = 2
 #: buckets held or counted, past which stale ones are swept
 SWEEP_AT = 1024
+
+
+@dataclass
+class Pace:
+    """A bucket's calls since its last script call (sent at `since`; None: never)."""
+
+    asked: int = 0
+    taken: int = 0  # of those, served by a spare
+    since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,18 +67,20 @@ class Spares:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._held: dict[str, deque[tuple[float, Grant]]] = {}
-        #: calls asked since the bucket's last script call, and when that was (None: never)
-        self._asked: dict[str, tuple[int, float | None]] = {}
+        #: calls asked and spares taken since the bucket's last script call, and when that was
+        self._asked: dict[str, Pace] = {}
         self._drops = 0  # lessons so far (and sweeps, which forget which buckets learned)
         self._dropped: dict[str, int] = {}  # the drop count when each bucket last learned
         self._forgotten = 0  # the drop count of the last sweep of _dropped
 
     def asked(self, bucket: str) -> None:
         """A call wants a turn in `bucket` (counted whether a spare serves it or not)."""
-        count, since = self._asked.get(bucket, (0, None))
-        if since is None and count == 0 and len(self._asked) >= SWEEP_AT:
-            self._sweep()
-        self._asked[bucket] = (count + 1, since)
+        pace = self._asked.get(bucket)
+        if pace is None:
+            if len(self._asked) >= SWEEP_AT:
+                self._sweep()
+            pace = self._asked[bucket] = Pace()
+        pace.asked += 1
 
     def take(self, bucket: str) -> Grant | None:
         """A spare turn of `bucket` still fresh, or None."""
@@ -81,6 +93,8 @@ class Spares:
             if sent >= oldest:
                 if not held:
                     del self._held[bucket]
+                if (pace := self._asked.get(bucket)) is not None:
+                    pace.taken += 1
                 return grant
         del self._held[bucket]
         return None
@@ -88,12 +102,12 @@ class Spares:
     def order(self, bucket: str) -> SpareOrder:
         """The spares a script call for `bucket`, sent now, asks for; the count starts anew."""
         now = self.clock()
-        count, since = self._asked.get(bucket, (0, None))
-        self._asked[bucket] = (0, now)
+        pace = self._asked.get(bucket) or Pace()
+        self._asked[bucket] = Pace(since=now)
         wanted = 0
-        if since is not None and count:
-            expected = count * SPARE_LIFE / max(now - since, 1e-6)
-            wanted = min(SPARES_MAX, SPARES_GROWTH * count, int(expected))
+        if pace.since is not None and pace.asked:
+            expected = pace.asked * SPARE_LIFE / max(now - pace.since, 1e-6)
+            wanted = min(SPARES_MAX, SPARES_GROWTH * pace.taken + 1, int(expected))
         return SpareOrder(wanted, now, self._drops)
 
     def keep(self, bucket: str, order: SpareOrder, grants: Sequence[Grant]) -> None:
@@ -122,9 +136,9 @@ class Spares:
         oldest = self.clock() - SPARE_LIFE
         self._held = {name: held for name, held in self._held.items() if held[-1][0] >= oldest}
         self._asked = {
-            name: (count, since)
-            for name, (count, since) in self._asked.items()
-            if name in self._held or (since is not None and since >= oldest)
+            name: pace
+            for name, pace in self._asked.items()
+            if name in self._held or (pace.since is not None and pace.since >= oldest)
         }
         if len(self._asked) >= SWEEP_AT:  # that many buckets busy at once: estimates start anew
             self._asked.clear()

@@ -246,10 +246,10 @@ async def test_calls_faster_than_a_round_trip_take_spare_turns_each_counted_by_t
     try:
         grants = [(await rates.admit([Ask(KEY, 1000.0, 1000, 1.0)]))[0] for _ in range(10)]
         assert all(grant.admitted and grant.wait == 0 for grant in grants)
-        # the first call knows no pace yet; then twice as many as came since the last call
-        assert calls.made == [(1, 0), (1, 2), (1, 6)]
+        # the first call knows no pace yet; then one more than twice the spares taken since
+        assert calls.made == [(1, 0), (1, 1), (1, 3), (1, 7)]
         held = sum(1 for _ in iter(lambda: rates.spares.take(rates.name(KEY)), None))
-        assert held == 1
+        assert held == 5
         assert await turns_counted(client, rates, 1000.0) == pytest.approx(10 + held, abs=1e-3)
     finally:
         await client.delete(rates.name(KEY))
@@ -263,8 +263,8 @@ async def test_callers_queued_behind_a_script_call_take_the_spares_it_brings_fir
         await rates.admit([Ask(KEY, 1000.0, 1000, 1.0)])
         together = await asyncio.gather(*(rates.admit([Ask(KEY, 1000.0, 1000, 1.0)]) for _ in range(6)))
         assert all(grant.admitted for (grant,) in together)
-        # the second call brings two spares for the five queued: three go to the store
-        assert calls.made == [(1, 0), (1, 2), (3, 10)]
+        # the second call brings one spare for the five queued: four go to the store
+        assert calls.made == [(1, 0), (1, 1), (4, 3)]
     finally:
         await client.delete(rates.name(KEY))
 
@@ -290,7 +290,7 @@ async def test_spares_are_not_taken_from_a_bucket_half_full(client):
     try:
         for _ in range(6):  # rate 10, burst 6: a spare only while at most 3 calls are in the bucket
             await rates.admit([Ask(KEY, 10.0, 6, 10.0)])
-        assert calls.made == [(1, 0), (1, 2), (1, 4), (1, 2), (1, 2)], "one spare granted, once"
+        assert calls.made == [(1, 0), (1, 1), (1, 3), (1, 1), (1, 1)], "one spare granted, once"
         assert await turns_counted(client, rates, 10.0) == pytest.approx(6, abs=1e-3), "it went to a call"
     finally:
         await client.delete(rates.name(KEY))
@@ -303,10 +303,10 @@ async def test_spares_expire_and_a_lesson_drops_them(client):
     ask = Ask(KEY, 1000.0, 1000, 5.0)
     try:
         await rates.admit([ask])
-        await rates.admit([ask])  # takes two spares
+        await rates.admit([ask])  # takes a spare
         clock[0] += SPARE_LIFE + 0.001
-        await rates.admit([ask])  # they are too old: asked of the store
-        await rates.admit([ask])  # takes two spares again
+        await rates.admit([ask])  # it is too old: asked of the store
+        await rates.admit([ask])  # takes a spare again
         assert len(calls.made) == 4
         wait = await rates.learn(KEY, 1000.0, 1000, Lesson(penalty_in=2.0))
         (grant,) = await rates.admit([ask])  # the spares are dropped: the penalty holds
@@ -336,6 +336,34 @@ async def test_spares_of_a_script_call_sent_before_a_lesson_are_not_kept(client)
         await rates.admit([ask])  # its spares come back after the lesson
         assert lesson_learned.is_set()
         assert rates.spares is not None and rates.spares.take(rates.name(KEY)) is None
+    finally:
+        await client.delete(rates.name(KEY))
+
+
+async def test_spares_of_a_script_call_sent_while_a_lesson_is_stored_are_not_kept(client):
+    """The store may run such a call before the lesson: its spares would ignore the penalty."""
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW)
+    frozen(rates)
+    ask = Ask(KEY, 1000.0, 1000, 5.0)
+    learned = rates._learned
+    storing, stored = asyncio.Event(), asyncio.Event()
+
+    async def slow(*args):
+        storing.set()
+        await stored.wait()  # e.g. its connection is being made
+        return await learned(*args)
+
+    rates._learned = slow
+    try:
+        await rates.admit([ask])
+        await rates.admit([ask])  # the pace is known: script calls now take spares
+        assert rates.spares is not None and rates.spares.take(rates.name(KEY)) is not None
+        lesson = asyncio.create_task(rates.learn(KEY, 1000.0, 1000, Lesson(penalty_in=2.0)))
+        await storing.wait()
+        await rates.admit([ask])  # sent (and answered) before the lesson is stored
+        stored.set()
+        await lesson
+        assert rates.spares.take(rates.name(KEY)) is None
     finally:
         await client.delete(rates.name(KEY))
 

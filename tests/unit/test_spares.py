@@ -21,18 +21,26 @@ def test_spares_go_in_the_order_taken_and_only_while_fresh() -> None:
     assert spares.take("other") is None
 
 
-def test_a_script_call_asks_for_what_the_pace_of_calls_needs_within_a_spares_life() -> None:
+def test_a_script_call_asks_for_what_the_pace_of_calls_needs_growing_slowly() -> None:
     clock = [0.0]
     spares = Spares(lambda: clock[0])
     spares.asked("b")
     assert spares.order("b").count == 0, "no pace known yet"
     for _ in range(3):
         spares.asked("b")
-    clock[0] += SPARE_LIFE / 10  # 3 calls in 5 ms: 30 expected in 50 ms, at most twice 3
-    assert spares.order("b").count == 6
-    assert spares.order("b").count == 0, "the count starts anew"
+    clock[0] += SPARE_LIFE / 10  # 3 calls in 5 ms: 30 expected in 50 ms, but none took a spare
+    order = spares.order("b")
+    assert order.count == 1
+    spares.keep("b", order, [granted(1)])
+    spares.asked("b")
+    assert spares.take("b") is not None
+    clock[0] += SPARE_LIFE / 10  # one call in 5 ms, served by a spare: 10 expected, 3 asked for
+    assert spares.order("b").count == 3
+    order = spares.order("b")
+    spares.keep("b", order, [granted(1)] * 40)
     for _ in range(40):
         spares.asked("b")
+        assert spares.take("b") is not None
     clock[0] += SPARE_LIFE / 100
     assert spares.order("b").count == SPARES_MAX
     spares.asked("b")
