@@ -121,8 +121,8 @@ class Spares:
         self._held.setdefault(bucket, deque()).extend((order.sent, grant) for grant in granted)
 
     def drop(self, bucket: str) -> None:
-        """Forget `bucket`'s spares, and those of its script calls under way (it learned a
-        penalty or a lower rate)."""
+        """Forget `bucket`'s spares, and those of its script calls under way (a reply
+        taught it something: a penalty, a rate, a filling)."""
         self._held.pop(bucket, None)
         self._drops += 1
         self._dropped[bucket] = self._drops
