@@ -1,7 +1,7 @@
 """A sampling profile of authproxy's request path under wrk load (py-spy).
 
     python bench/profile_hot_path.py [--variant NAME=SRC[,KEY=VALUE...]] [--shape bearer|shopee]
-                                     [--test get:32|post:32] [--seconds S] [--out DIR]
+                                     [--test get:32|post:32] [--seconds S] [--lines] [--out DIR]
 
 Starts the ../shared/bench environment (upstream nginx, redis) and one authproxy as
 bench/sidebyside.py does, runs wrk against it and records it with `py-spy record` (install
@@ -62,6 +62,7 @@ def main() -> int:
     parser.add_argument("--harness")
     parser.add_argument("--base-port", type=int, default=29080)
     parser.add_argument("--out", default="")
+    parser.add_argument("--lines", action="store_true", help="samples by line, not by function")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(sidebyside.ROOT / ".venv" / "bin" / "py-spy")
     folder = sidebyside.find_harness(args.harness)
@@ -83,7 +84,8 @@ def main() -> int:
         h.run_wrk(spec["url"], method, int(conns), 2)  # warm-up
         pid = str(spec["pgid"])
         recorder = subprocess.Popen(
-            [spy, "record", "--pid", pid, "--duration", str(args.seconds), "--rate", "250", "--function",
+            [spy, "record", "--pid", pid, "--duration", str(args.seconds), "--rate", "250",
+             *([] if args.lines else ["--function"]),
              "--format", "raw", "--output", str(out / "profile.txt")],
         )  # fmt: skip
         load = threading.Thread(target=h.run_wrk, args=(spec["url"], method, int(conns), args.seconds + 2))
