@@ -12,7 +12,7 @@ from authproxy.errors import StoreUnavailable
 from authproxy.http_server import handler_options
 from authproxy.memory import trimming
 from authproxy.models import Clock
-from authproxy.proxy.handler import proxy
+from authproxy.proxy.handler import access_log, proxy
 from authproxy.proxy.lwa import ROUTE as LWA_ROUTE
 from authproxy.proxy.lwa import lwa_token
 from authproxy.runtime import RUNTIME, open_runtime
@@ -44,6 +44,7 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(trimming)
+    app.on_cleanup.append(flush_access_log)
     app.router.add_get("/_authproxy/healthz", healthz)
     app.router.add_get("/_authproxy/readyz", readyz)
     app.router.add_get("/_authproxy/metrics", metrics_page)
@@ -52,6 +53,11 @@ def create_app(
     app.router.add_post(LWA_ROUTE, lwa_token)  # Amazon apps' LWA calls: a placeholder, never forwarded
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
+
+
+async def flush_access_log(app: web.Application) -> None:
+    """The request lines still waiting for their write go out before the server stops."""
+    access_log.flush()
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ for machines, one readable line for a person running curl.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -14,7 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from authproxy.logs import JsonFormatter, TextFormatter
+from authproxy import logs
+from authproxy.logs import JsonFormatter, TextFormatter, setup_logging
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.memory import MemoryStore
@@ -105,3 +107,26 @@ async def test_a_proxy_error_shows_its_code_and_no_upstream_time(serve, proxy_cl
     assert re.fullmatch(
         r"\d\d:\d\d:\d\d GET /v2/orders -> 502 app=gfg shop=shop1 error=refresh_failed id=curl-3", line
     ), line
+
+
+@pytest.fixture
+def restore_root() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def test_lines_waiting_for_their_write_go_out_as_the_server_stops(
+    serve, proxy_client, clock, restore_root, monkeypatch
+):
+    monkeypatch.setattr(logs, "FLUSH_EVERY", 3600.0)  # only the server's stop can write the line
+    out = io.StringIO()
+    setup_logging("json", "info", stream=out)  # as `serve` has it (in the test: pytest's are set by now)
+    _, client = await gfg_client(serve, proxy_client, clock)
+    assert (await client.get("/gfg/shop1/v2/orders", headers={"X-Request-Id": "curl-1"})).status == 200
+    assert '"authproxy.access"' not in out.getvalue()
+    await client.close()
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if '"authproxy.access"' in line]
+    assert [(line["request_id"], line["status"]) for line in lines] == [("curl-1", 200)]

@@ -44,7 +44,7 @@ async def test_two_processes_200_requests_expired_token_one_token_call(serve, sh
     }
     async with proxy_processes(apps, shared_redis, tmp_path, count=2) as procs:
         statuses = await _fire([p.url for p in procs], "/gfg/shop1/v2/orders", 200)
-        logs = "\n".join(p.log() for p in procs)
+    logs = "\n".join(p.log() for p in procs)  # once they have stopped: every line is written
     assert statuses == [200] * 200
     assert "secret-1" not in logs and "gfg-stale" not in logs
     assert not any(token in logs for token in sandbox.book.access)

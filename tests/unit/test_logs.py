@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from authproxy.logs import AccessLog, JsonFormatter, TextFormatter, Throttled, setup_logging
+from authproxy.logs import FLUSH_LINES, AccessLog, JsonFormatter, TextFormatter, Throttled, setup_logging
 
 
 def record(msg: str = "hello", level: int = logging.INFO, name: str = "authproxy.x", **fields: Any):
@@ -166,23 +166,62 @@ def test_json_exchange_line_is_the_records_line(changes):
     assert formatter.exchange(made.fields, made.created) == formatter.format(made)  # type: ignore[attr-defined]
 
 
-async def test_access_lines_of_one_turn_of_the_loop_are_written_at_once(restore_root):
-    writes: list[str] = []
+class CountingStream(io.StringIO):
+    """A stream that keeps each write and says when one came."""
 
-    class Counting(io.StringIO):
-        def write(self, text: str) -> int:
-            writes.append(text)
-            return super().write(text)
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self.written = asyncio.Event()
 
-    out = Counting()
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        self.written.set()
+        return super().write(text)
+
+    def ids(self) -> list[str]:
+        return [json.loads(line)["request_id"] for line in self.getvalue().splitlines()]
+
+
+async def test_access_lines_of_an_interval_are_written_at_once(restore_root):
+    out = CountingStream()
     setup_logging("json", "info", stream=out)
     access = AccessLog()
     for n in range(3):
         access.write(dict(exchange(request_id=f"r{n}").fields))
-    assert writes == []  # not yet: at the end of this turn of the loop
-    await asyncio.sleep(0)
-    assert len(writes) == 1
-    assert [json.loads(line)["request_id"] for line in out.getvalue().splitlines()] == ["r0", "r1", "r2"]
+    await asyncio.sleep(0)  # a turn of the loop: not at its end, but FLUSH_EVERY later
+    assert out.writes == []
+    await asyncio.wait_for(out.written.wait(), timeout=5)
+    assert len(out.writes) == 1 and out.ids() == ["r0", "r1", "r2"]
+
+    access.write(dict(exchange(request_id="r3").fields))
+    access.flush()  # at once, and the interval's timer has nothing left to write
+    assert len(out.writes) == 2
+    out.written.clear()
+    access.write(dict(exchange(request_id="r4").fields))
+    await asyncio.wait_for(out.written.wait(), timeout=5)
+    assert len(out.writes) == 3 and out.ids() == ["r0", "r1", "r2", "r3", "r4"]
+
+
+async def test_access_lines_go_out_at_once_when_many_wait(restore_root):
+    out = CountingStream()
+    setup_logging("json", "info", stream=out)
+    access = AccessLog()
+    for n in range(FLUSH_LINES):
+        access.write(dict(exchange(request_id=f"r{n}").fields))
+    assert len(out.writes) == 1 and out.ids() == [f"r{n}" for n in range(FLUSH_LINES)]
+
+
+async def test_a_new_handler_gets_the_lines_after_the_old_one_got_its_own(restore_root):
+    first, second = CountingStream(), CountingStream()
+    setup_logging("json", "info", stream=first)
+    access = AccessLog()
+    access.write(dict(exchange(request_id="r0").fields))
+    setup_logging("json", "info", stream=second)
+    access.write(dict(exchange(request_id="r1").fields))
+    assert first.ids() == ["r0"]
+    await asyncio.wait_for(second.written.wait(), timeout=5)
+    assert second.ids() == ["r1"]
 
 
 def test_access_lines_reach_other_handlers_as_records_and_can_be_switched_off(restore_root):
