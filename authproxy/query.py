@@ -32,7 +32,7 @@ def drop_params(query: str, names: Iterable[str]) -> str:
 
 def add_params(query: str, pairs: Iterable[tuple[str, str]]) -> str:
     """The query with `pairs` appended, percent-encoded."""
-    encoded = "&".join(f"{_encoded(k)}={_encoded(v)}" for k, v in pairs)
+    encoded = "&".join([f"{_encoded(k)}={_encoded(v)}" for k, v in pairs])
     if not encoded:
         return query
     return f"{query}&{encoded}" if query else encoded
@@ -40,7 +40,9 @@ def add_params(query: str, pairs: Iterable[tuple[str, str]]) -> str:
 
 def _encoded(text: str) -> str:
     """quote(text, safe=""), without its cost for text it would leave as it is."""
-    return text if UNRESERVED.fullmatch(text) else quote(text, safe="")
+    if (text.isalnum() and text.isascii()) or UNRESERVED.fullmatch(text):  # ids, signatures: as they are
+        return text
+    return quote(text, safe="")
 
 
 def decoded_params(query: str) -> list[tuple[str, str]]:

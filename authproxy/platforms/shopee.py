@@ -19,7 +19,6 @@ says when, so its horizon is known only when an operator stored it
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -221,7 +220,7 @@ class Shopee(Platform):
         else:
             signature = self._sign(path, timestamp, token.access_token, str(number))
             pairs += [("access_token", token.access_token), (kind, str(number)), ("sign", signature)]
-        return dataclasses.replace(request, query=add_params(request.query, pairs))
+        return request.with_query(add_params(request.query, pairs))
 
     def should_inspect(self, status: int, headers: Mapping[str, str]) -> bool:
         """Small JSON-ish replies of any status: Shopee's HTTP status is not the signal."""

@@ -26,7 +26,6 @@ token does not die before it, so no keep-alive is needed.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import re
@@ -274,7 +273,7 @@ class TikTok(Platform):
         query = add_params(query, pairs)
         signature = sign(self._secret(), path, decoded_params(query), signed_body(request))
         signed = with_header(request, TOKEN_HEADER, token.access_token)
-        return dataclasses.replace(signed, query=add_params(query, [("sign", signature)]))
+        return signed.with_query(add_params(query, [("sign", signature)]))
 
     def needs_buffered_body(self, request: OutgoingRequest) -> bool:
         return request.content_type() != MULTIPART
