@@ -26,6 +26,9 @@ from authproxy.models import (
 from authproxy.platforms.throttling import gate_throttle
 from authproxy.query import OAUTH_SECRETS
 
+#: what a call of a platform without quotas counts against: one operation per shop
+ANY_OPERATION = Operation("*", "*")
+
 
 class Platform(abc.ABC):
     """Auth for one configured app. Subclasses are one module each."""
@@ -149,7 +152,7 @@ class Platform(abc.ABC):
 
         Default: one operation per shop and no quota of its own, so only a
         throttled reply (a penalty) holds the shop's calls back."""
-        return Operation("*", "*")
+        return ANY_OPERATION
 
     def published_limits(self) -> tuple[tuple[str, Quota], ...]:
         """The default quotas, described for `authproxy limits show`."""

@@ -151,31 +151,32 @@ async def _handle(request: web.Request, runtime: Runtime, exchange: Exchange) ->
         )
     stream = body if isinstance(body, StreamedBody) else None
     exchange.ticket = runtime.shaper.ticket(request.headers)
-    async with runtime.slots.slot(app.tokens.key(route.shop), platform.concurrency_limit):
-        upstream = await _forward(runtime, app, route.shop, outgoing, stream, exchange)
+    key = app.tokens.key(route.shop)
+    async with runtime.slots.slot(key, platform.concurrency_limit):
+        upstream = await _forward(runtime, app, key, outgoing, stream, exchange)
         return await _answer(request, upstream, exchange)
 
 
 async def _forward(
     runtime: Runtime,
     app: AppRuntime,
-    shop: str,
+    key: TokenKey,
     outgoing: OutgoingRequest,
     stream: StreamedBody | None,
     exchange: Exchange,
 ) -> Upstream:
     """Drive the auth flow: send what it yields until it is done with a reply."""
     flow = replay_once(
-        app.platform, app.tokens, runtime.clock, shop, outgoing, replayable=not outgoing.streamed
+        app.platform, app.tokens, runtime.clock, key.shop, outgoing, replayable=not outgoing.streamed
     )
     signed = await anext(flow)
     exchange.refreshed = refreshed_here.get()
     while True:
-        upstream = await _send(runtime, app, shop, signed, stream, exchange)
+        upstream = await _send(runtime, app, key, signed, stream, exchange)
         if runtime.shaper.retry(upstream.outcome, exchange.allowance(), replayable=not outgoing.streamed):
             upstream.response.release()  # refused at the platform's gate: safe to send once more
             exchange.replayed = True
-            upstream = await _send(runtime, app, shop, signed, None, exchange)
+            upstream = await _send(runtime, app, key, signed, None, exchange)
         try:
             signed = await flow.asend(upstream.reply)
         except StopAsyncIteration:
@@ -189,13 +190,12 @@ async def _forward(
 async def _send(
     runtime: Runtime,
     app: AppRuntime,
-    shop: str,
+    key: TokenKey,
     signed: OutgoingRequest,
     stream: StreamedBody | None,
     exchange: Exchange,
 ) -> Upstream:
     loop = asyncio.get_running_loop()
-    key = TokenKey(app.name, shop)
     admission = await runtime.shaper.admit(key, app.platform, signed, exchange.allowance())
     url = URL(join_url(app.base_url, signed.path, signed.query), encoded=True)
     headers = list(signed.headers)
