@@ -42,9 +42,9 @@ def create_app(
                 await runtime.drain()  # a refresh's outcome may be an event: drain before delivery stops
                 await runtime.event_delivery.stop()
 
+    app.cleanup_ctx.append(access_log_flushed)  # first in, last out: after the others, even failed
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(trimming)
-    app.on_cleanup.append(flush_access_log)
     app.router.add_get("/_authproxy/healthz", healthz)
     app.router.add_get("/_authproxy/readyz", readyz)
     app.router.add_get("/_authproxy/metrics", metrics_page)
@@ -55,8 +55,9 @@ def create_app(
     return app
 
 
-async def flush_access_log(app: web.Application) -> None:
-    """The request lines still waiting for their write go out before the server stops."""
+async def access_log_flushed(app: web.Application) -> AsyncIterator[None]:
+    """The request lines still waiting for their write go out as the server stops."""
+    yield
     access_log.flush()
 
 

@@ -38,17 +38,34 @@ STATUS_COLORS = {2: "\033[32m", 3: "\033[36m", 4: "\033[33m", 5: "\033[31m"}
 LEVEL_COLORS = {"WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[1;31m"}
 
 
-#: the stdlib's encoder, for what orjson refuses (lone surrogates, ints over 64 bits)
+#: the stdlib's encoder, for what orjson refuses (lone surrogates, ints over 64 bits, keys
+#: that are not strings, deep nesting)
 _ENCODER = json.JSONEncoder(default=str)
 ACCESS_LOGGER = "authproxy.access"
+#: handed to _default as they are, as the stdlib's encoder would see them: orjson would write
+#: a dataclass's every field, those its repr hides too (a token's), and a datetime its own way
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+#: line breaks to str.splitlines() that JSON leaves unescaped: escaped, so that a line stays
+#: one line whoever splits it (the stdlib's encoder wrote all but ASCII escaped)
+_BREAKS = (("\u0085", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
+def _default(value: Any) -> Any:
+    """What orjson writes no JSON for, as json.dumps(default=str) writes it: a float
+    subclass as its number, anything else as its str()."""
+    return float(value) if isinstance(value, float) else str(value)
 
 
 def _dumps(data: Mapping[str, Any]) -> str:
     """One JSON object on one line; anything JSON has no type for as its str()."""
     try:
-        return orjson.dumps(data, default=str).decode()
-    except (TypeError, orjson.JSONEncodeError):
+        text = orjson.dumps(data, default=_default, option=_PASSTHROUGH).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
         return _ENCODER.encode(data)
+    if not text.isascii():
+        for brk, escaped in _BREAKS:
+            text = text.replace(brk, escaped)
+    return text
 
 
 ACCESS_MESSAGE = "%(method)s %(path)s -> %(status)s"
@@ -190,6 +207,7 @@ class AccessLog:
         self._pending: list[str] = []  # lines not written yet, for the handler below
         self._handler: logging.StreamHandler[TextIO] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop the timer is on
 
     def write(self, fields: dict[str, Any]) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
@@ -198,23 +216,24 @@ class AccessLog:
         if handler is None or self.logger.handlers or self.logger.filters or not self.logger.propagate:
             self.logger.info(ACCESS_MESSAGE, fields, extra={"fields": fields})
             return
-        if handler is not self._handler:
-            self.flush()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop running: written at once
+            loop = None
+        if handler is not self._handler or (self._timer is not None and self._timer_loop is not loop):
+            self.flush()  # the lines of another handler, or of a loop whose timer may never fire
             self._handler = handler
         self._pending.append(handler.formatter.exchange(fields, time.time()))  # type: ignore[union-attr]
-        if len(self._pending) >= FLUSH_LINES:
+        if loop is None or len(self._pending) >= FLUSH_LINES:
             self.flush()
         elif self._timer is None:
-            try:
-                self._timer = asyncio.get_running_loop().call_later(FLUSH_EVERY, self.flush)
-            except RuntimeError:  # no loop running: at once
-                self.flush()
+            self._timer, self._timer_loop = loop.call_later(FLUSH_EVERY, self.flush), loop
 
     def flush(self) -> None:
         """Write the lines that wait, now (the server calls it as it stops)."""
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer = self._timer_loop = None
         if self._pending and self._handler is not None:
             lines, self._pending = self._pending, []
             _emit(self._handler, self._handler.terminator.join(lines))

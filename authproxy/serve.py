@@ -27,6 +27,7 @@ from authproxy.app import create_app
 from authproxy.errors import CannotListen
 from authproxy.logs import setup_logging
 from authproxy.metrics import MULTIPROC_ENV
+from authproxy.proxy.handler import access_log
 from authproxy.settings import Settings
 
 log = logging.getLogger("authproxy")
@@ -58,7 +59,10 @@ def run_worker(settings: Settings) -> None:
             os.getpid(),
         )
 
-    http_server.run(create_app(settings), server, listening)
+    try:
+        http_server.run(create_app(settings), server, listening)
+    finally:
+        access_log.flush()  # a line logged after the app's clean-up, as the loop closed
 
 
 def _worker_main(settings: Settings) -> None:

@@ -20,6 +20,7 @@ from authproxy.logs import JsonFormatter, TextFormatter, setup_logging
 from authproxy.sandbox.oauth2 import OAuth2Sandbox
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.memory import MemoryStore
+from authproxy.tokens.keepalive import KeepAlive
 from tests.conftest import oauth2_app, settings_for, url_of
 
 SECRET_QUERY = "limit=5&access_token=tok-SECRET-1&sign=sig-SECRET-2"
@@ -130,3 +131,22 @@ async def test_lines_waiting_for_their_write_go_out_as_the_server_stops(
     await client.close()
     lines = [json.loads(line) for line in out.getvalue().splitlines() if '"authproxy.access"' in line]
     assert [(line["request_id"], line["status"]) for line in lines] == [("curl-1", 200)]
+
+
+async def test_lines_go_out_when_another_part_of_the_stop_fails(
+    serve, proxy_client, clock, restore_root, monkeypatch
+):
+    monkeypatch.setattr(logs, "FLUSH_EVERY", 3600.0)
+
+    async def failing_stop(self: KeepAlive) -> None:
+        raise RuntimeError("keep-alive failed to stop")
+
+    monkeypatch.setattr(KeepAlive, "stop", failing_stop)
+    out = io.StringIO()
+    setup_logging("json", "info", stream=out)
+    _, client = await gfg_client(serve, proxy_client, clock)
+    assert (await client.get("/gfg/shop1/v2/orders", headers={"X-Request-Id": "curl-2"})).status == 200
+    with pytest.raises(Exception, match="keep-alive failed to stop"):
+        await client.close()
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if '"authproxy.access"' in line]
+    assert [line["request_id"] for line in lines] == ["curl-2"]

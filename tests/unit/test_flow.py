@@ -93,3 +93,15 @@ async def test_a_replay_is_signed_anew_with_the_time_it_is_sent():
     second = await flow.asend(invalid)
     assert f"timestamp={int(clock.now()) - 7}" in first.query and "access_token=t1" in first.query
     assert f"timestamp={int(clock.now())}" in second.query and "access_token=t2" in second.query
+
+
+def test_with_query_changes_the_query_only():
+    """What dataclasses.replace(request, query=...) makes, field for field (a field added to
+    OutgoingRequest and forgotten in with_query fails here)."""
+    request = OutgoingRequest(
+        method="POST", path="/v2/x", query="a=1", headers=(("A", "1"),), body=b"{}", streamed=False
+    )
+    assert request.with_query("b=2") == dataclasses.replace(request, query="b=2")
+    defaults = {f.name for f in dataclasses.fields(OutgoingRequest)} - {"method", "path", "query", "headers"}
+    changed = dataclasses.replace(request, **{name: object() for name in defaults})
+    assert changed.with_query("b=2") == dataclasses.replace(changed, query="b=2")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from authproxy.logs import FLUSH_LINES, AccessLog, JsonFormatter, TextFormatter, Throttled, setup_logging
+from authproxy.models import Token, TokenKey
 
 
 def record(msg: str = "hello", level: int = logging.INFO, name: str = "authproxy.x", **fields: Any):
@@ -158,7 +159,7 @@ def test_access_lines_written_directly_are_the_records_lines(restore_root, fmt):
     ],
 )
 def test_json_exchange_line_is_the_records_line(changes):
-    """JsonFormatter.exchange builds the line member by member: the same text as format()."""
+    """JsonFormatter.exchange, without a record: the same text as format() makes of the record."""
     formatter = JsonFormatter()
     made = exchange(**changes)
     made.name = "authproxy.access"
@@ -268,3 +269,46 @@ def test_throttled_lines_count_what_they_held_back():
     throttled.info("bad request from %s", "10.0.0.2")
     assert [r.getMessage() for r in records] == ["bad request from 10.0.0.1", "bad request from 10.0.0.2"]
     assert [getattr(r, "fields", {}) for r in records] == [{}, {"held_back": 499}]
+
+
+def test_lines_of_a_closed_loop_are_not_left_waiting(restore_root):
+    """A loop that ends before its timer fires: the next write (another loop's, or one
+    with no loop running) writes what waits instead of waiting for that timer."""
+    out = CountingStream()
+    setup_logging("json", "info", stream=out)
+    access = AccessLog()
+
+    async def one(request_id: str) -> None:
+        access.write(dict(exchange(request_id=request_id).fields))
+
+    asyncio.run(one("r0"))  # its timer dies with its loop
+    assert out.writes == []
+    asyncio.run(one("r1"))
+    assert out.ids() == ["r0"]
+    access.write(dict(exchange(request_id="r2").fields))  # no loop: at once
+    assert out.ids() == ["r0", "r1", "r2"]
+
+
+def test_json_lines_hide_what_reprs_hide():
+    """A dataclass in a line's fields is its str(), as with the stdlib's encoder: a token's
+    secrets (repr=False) never reach the line. And a float subclass stays a number."""
+    token = Token("ACCESS-SECRET", expires_at=None, obtained_at=0.0, refresh_token="REFRESH-SECRET")
+
+    class Seconds(float):
+        pass
+
+    made = record("m", token=token, key=TokenKey("gfg", "shop1"), waited=Seconds(1.5))
+    line = JsonFormatter().format(made)
+    assert "SECRET" not in line
+    data = json.loads(line)
+    assert data["key"] == "gfg/shop1" and data["token"] == str(token) and data["waited"] == 1.5
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["\ud800 a lone surrogate", 2**70, "a \u2028 line \u2029 separator \u0085 next line", "caf\u00e9"],
+)
+def test_json_lines_stay_one_valid_line(value):
+    line = JsonFormatter().format(record("m", value=value))
+    assert len(line.splitlines()) == 1
+    assert json.loads(line)["value"] == value
