@@ -166,6 +166,16 @@ async def proxy_client() -> AsyncIterator[Callable[..., Any]]:
         await client.close()
 
 
+@pytest.fixture
+def restore_root() -> Iterator[None]:
+    """The root logger's handlers and level as they were (for tests that call setup_logging)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 class LogCapture(logging.Handler):
     """Every formatted log line (message + fields) of the test, to search for secrets."""
 

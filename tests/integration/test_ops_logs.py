@@ -110,43 +110,26 @@ async def test_a_proxy_error_shows_its_code_and_no_upstream_time(serve, proxy_cl
     ), line
 
 
-@pytest.fixture
-def restore_root() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
+@pytest.mark.parametrize("stop_fails", [False, True], ids=["clean stop", "another part fails"])
 async def test_lines_waiting_for_their_write_go_out_as_the_server_stops(
-    serve, proxy_client, clock, restore_root, monkeypatch
+    serve, proxy_client, clock, restore_root, monkeypatch, stop_fails
 ):
     monkeypatch.setattr(logs, "FLUSH_EVERY", 3600.0)  # only the server's stop can write the line
+    if stop_fails:
+
+        async def failing_stop(self: KeepAlive) -> None:
+            raise RuntimeError("keep-alive failed to stop")
+
+        monkeypatch.setattr(KeepAlive, "stop", failing_stop)
     out = io.StringIO()
     setup_logging("json", "info", stream=out)  # as `serve` has it (in the test: pytest's are set by now)
     _, client = await gfg_client(serve, proxy_client, clock)
     assert (await client.get("/gfg/shop1/v2/orders", headers={"X-Request-Id": "curl-1"})).status == 200
     assert '"authproxy.access"' not in out.getvalue()
-    await client.close()
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if '"authproxy.access"' in line]
-    assert [(line["request_id"], line["status"]) for line in lines] == [("curl-1", 200)]
-
-
-async def test_lines_go_out_when_another_part_of_the_stop_fails(
-    serve, proxy_client, clock, restore_root, monkeypatch
-):
-    monkeypatch.setattr(logs, "FLUSH_EVERY", 3600.0)
-
-    async def failing_stop(self: KeepAlive) -> None:
-        raise RuntimeError("keep-alive failed to stop")
-
-    monkeypatch.setattr(KeepAlive, "stop", failing_stop)
-    out = io.StringIO()
-    setup_logging("json", "info", stream=out)
-    _, client = await gfg_client(serve, proxy_client, clock)
-    assert (await client.get("/gfg/shop1/v2/orders", headers={"X-Request-Id": "curl-2"})).status == 200
-    with pytest.raises(Exception, match="keep-alive failed to stop"):
+    if stop_fails:
+        with pytest.raises(Exception, match="keep-alive failed to stop"):
+            await client.close()
+    else:
         await client.close()
     lines = [json.loads(line) for line in out.getvalue().splitlines() if '"authproxy.access"' in line]
-    assert [line["request_id"] for line in lines] == ["curl-2"]
+    assert [(line["request_id"], line["status"]) for line in lines] == [("curl-1", 200)]
