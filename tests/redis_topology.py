@@ -259,17 +259,21 @@ class ClusterSet:
             )
             for i in range(primaries * 2)
         ]
-        for node in self.nodes:
-            node.start()
-        hosts = [f"127.0.0.1:{node.port}" for node in self.nodes]
-        subprocess.run(
-            [cli, "--cluster", "create", *hosts, "--cluster-replicas", "1", "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=START_TIMEOUT,
-        )
-        wait_for("the cluster to be ready", self._ready)
         self.relays: list[Relay] = []
+        try:
+            for node in self.nodes:
+                node.start()
+            hosts = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                [cli, "--cluster", "create", *hosts, "--cluster-replicas", "1", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=START_TIMEOUT,
+            )
+            wait_for("the cluster to be ready", self._ready)
+        except BaseException:
+            self.stop()  # a node that did not come up must not leave the others running
+            raise
 
     def _ready(self) -> bool:
         for node in self.nodes:
