@@ -27,6 +27,7 @@ from tests.redis_server import RedisServer
 
 SERVICE = "authproxy-test"
 START_TIMEOUT = 60.0  # generous: CI runs on two loaded cores
+START_ATTEMPTS = 3
 
 
 def binaries() -> tuple[str, str]:
@@ -61,6 +62,19 @@ class Node(RedisServer):
         return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=1)
 
     def start(self) -> None:
+        """Start on a free port: one another process took between `free_port` and the bind
+        (redis-server exits) is swapped for a fresh one, with a fresh cluster bus port too."""
+        for _ in range(START_ATTEMPTS):
+            if self._started():
+                return
+            self.port = free_port()
+            self.extra = [
+                str(free_port()) if prev == "--cluster-port" else arg for prev, arg in _pairs(self.extra)
+            ]
+        raise AssertionError(f"redis-server exited {START_ATTEMPTS} times at start: see {self.directory}/log")
+
+    def _started(self) -> bool:
+        """Whether the server answers; False when it exited first (its port was taken)."""
         base = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         if self.sentinel:
             conf = self.directory / "sentinel.conf"
@@ -69,12 +83,13 @@ class Node(RedisServer):
         else:
             command = [self.binary, *base, "--dir", str(self.directory), *self.extra]
         log = open(self.directory / "log", "ab")  # noqa: SIM115  # the process keeps it
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         client = self.client()
         try:
-            wait_for(f"redis on {self.port}", lambda: bool(client.ping()))
+            wait_for(f"redis on {self.port}", lambda: process.poll() is not None or bool(client.ping()))
         finally:
             client.close()
+        return process.poll() is None
 
     def pause(self) -> None:
         assert self.process is not None
@@ -83,6 +98,11 @@ class Node(RedisServer):
     def resume(self) -> None:
         assert self.process is not None
         self.process.send_signal(18)  # SIGCONT
+
+
+def _pairs(args: list[str]) -> list[tuple[str, str]]:
+    """Each argument with the one before it ("" for the first)."""
+    return list(zip(["", *args], args, strict=False))
 
 
 class Relay:
