@@ -68,25 +68,19 @@ local function grant(admitted, wait, t, turn)
 end
 """
 
-# ARGV rate, burst, idle ttl ms, learned ttl ms, then for each call in the batch: max wait ms
-# ('s': a spare turn, gcra.spare), generation ('' = a new turn); now last -> for each call, in
-# order, "admitted wait-ms generation level rate burst turn-ms" (one string: cheaper to parse)
+# ARGV rate, burst, idle ttl ms, learned ttl ms, spares wanted, then for each call in the batch:
+# max wait ms, generation ('' = a new turn); now last -> for each call, in order, "admitted
+# wait-ms generation level rate burst turn-ms" (one string: cheaper to parse), then, when spares
+# were wanted, "granted <the same fields for the bucket once they are taken>" (gcra.spare, taken
+# one by one until one is refused: one summary instead of a reply each, to send and to parse)
 ADMIT = (
     PRELUDE
     + """
 local tat = math.max(tonumber(f[1]) or now, now)
 local taken = false
 local out = {}
-for i = 5, #ARGV - 1, 2 do
-  if ARGV[i] == 's' then
-    if interval > 0 and level(tat + interval) <= burst * SPARE_FILL + SPARE_SLACK then
-      tat = tat + interval
-      taken = true
-      out[#out + 1] = grant(1, 0, tat, now)
-    else
-      out[#out + 1] = grant(0, 0, tat, now)
-    end
-  elseif ARGV[i + 1] ~= '' and tonumber(ARGV[i + 1]) == gen then
+for i = 6, #ARGV - 1, 2 do
+  if ARGV[i + 1] ~= '' and tonumber(ARGV[i + 1]) == gen then
     out[#out + 1] = grant(1, 0, tat, now)
   else
     local send = math.max(now, tat - tau)
@@ -101,6 +95,16 @@ for i = 5, #ARGV - 1, 2 do
       out[#out + 1] = grant(1, wait, tat, send)
     end
   end
+end
+local spares = tonumber(ARGV[5])
+if spares > 0 then
+  local granted = 0
+  while granted < spares and interval > 0 and level(tat + interval) <= burst * SPARE_FILL + SPARE_SLACK do
+    tat = tat + interval
+    granted = granted + 1
+  end
+  if granted > 0 then taken = true end
+  out[#out + 1] = granted .. ' ' .. grant(1, 0, tat, now)
 end
 if taken then
   redis.call('HSET', KEYS[1], 'tat', fmt(tat))
@@ -220,14 +224,14 @@ class RedisRates:
         """One script call: a turn for each ask of one bucket, in order, then `spares` spare
         turns (gcra.spare: each granted or refused)."""
         name, rate, burst = bucket
-        args: list[str | float] = [rate, burst, _ms(IDLE_TTL), _ms(LEARNED_TTL)]
+        args: list[str | float] = [rate, burst, _ms(IDLE_TTL), _ms(LEARNED_TTL), spares]
         for ask in asks:
             args += [_ms(ask.max_wait), "" if ask.generation is None else str(ask.generation)]
-        args += ["s", ""] * spares
         args.append(_ms(self.now))
         async with _reachable():
             replies = await self._admit(keys=[name], args=args)
-        return [_grant(reply) for reply in replies]
+        grants = [_grant(reply) for reply in replies[: len(asks)]]
+        return grants + _spares(replies[-1], spares) if spares else grants
 
     async def learn(self, key: RateKey, rate: float, burst: int, lesson: Lesson) -> float:
         name = self.name(key)
@@ -384,6 +388,17 @@ def _grant(reply: bytes) -> Grant:
         int(burst),
         float(turn) / 1000,
     )
+
+
+def _spares(summary: bytes, wanted: int) -> list[Grant]:
+    """The spare turns of a script call's summary ("granted, then the bucket once they were
+    taken"), as gcra.spare grants them one by one: each granted one a call fuller than the one
+    before, the last as full as the bucket; then the refused ones, which leave it so."""
+    count, _, after = summary.partition(b" ")
+    granted, bucket = int(count), _grant(after)
+    generation, level, rate, burst, at = bucket.generation, bucket.level, bucket.rate, bucket.burst, bucket.at
+    taken = [Grant(True, 0.0, generation, level - n, rate, burst, at) for n in range(granted - 1, -1, -1)]
+    return taken + [Grant(False, 0.0, generation, level, rate, burst, at)] * (wanted - granted)
 
 
 def _view(key: RateKey, fields: Mapping[Any, Any], now: float) -> BucketView:
