@@ -195,12 +195,26 @@ def run(h: ModuleType, specs: list[dict]) -> dict:
     return results
 
 
-def per_round(results: dict, test: str, name: str, base: str, key: str) -> float:
-    """Median over rounds of (name's figure / base's figure in the same round)."""
+def round_ratios(results: dict, test: str, name: str, base: str, key: str) -> list[float]:
+    """name's figure / base's figure, round by round (both measured in the same round)."""
     mine = {r["round"]: r.get(key) for r in results.get((test, name), [])}
     theirs = {r["round"]: r.get(key) for r in results.get((test, base), [])}
-    ratios = [mine[k] / theirs[k] for k in mine if mine[k] and theirs.get(k)]
+    return [mine[k] / theirs[k] for k in mine if mine[k] and theirs.get(k)]
+
+
+def per_round(results: dict, test: str, name: str, base: str, key: str) -> float:
+    """Median over rounds of (name's figure / base's figure in the same round)."""
+    ratios = round_ratios(results, test, name, base, key)
     return statistics.median(ratios) if ratios else float("nan")
+
+
+def spread(results: dict, test: str, name: str, base: str, key: str) -> str:
+    """The median per-round ratio and, with more than one round, its range: the noise to
+    read a difference against."""
+    ratios = round_ratios(results, test, name, base, key)
+    if len(ratios) < 2:
+        return f"{per_round(results, test, name, base, key):.2f}"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def median_of(results: dict, test: str, name: str, key: str) -> float:
@@ -210,7 +224,7 @@ def median_of(results: dict, test: str, name: str, key: str) -> float:
 
 def ratio_table(results: dict, specs: list[dict]) -> str:
     lines = [
-        "## authproxy against the bare aiohttp proxy (medians of per-round ratios)\n",
+        "## authproxy against the bare aiohttp proxy (medians of per-round ratios, their range)\n",
         "| candidate | test | CPU us/req | x aio1-cache CPU | rps | x aio2-cache rps | p50 ms "
         "| p50 - aio1-cache |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -225,9 +239,9 @@ def ratio_table(results: dict, specs: list[dict]) -> str:
             base_p50 = median_of(results, test, "aio1-cache", "p50")
             lines.append(
                 f"| {name} | {test} | {cpu:.0f} "
-                f"| {per_round(results, test, name, 'aio1-cache', 'sut_us_per_req'):.2f} "
+                f"| {spread(results, test, name, 'aio1-cache', 'sut_us_per_req')} "
                 f"| {median_of(results, test, name, 'rps'):,.0f} "
-                f"| {per_round(results, test, name, 'aio2-cache', 'rps'):.2f} "
+                f"| {spread(results, test, name, 'aio2-cache', 'rps')} "
                 f"| {p50:.3f} | {p50 - base_p50:+.3f} |"
             )
     return "\n".join(lines) + "\n"
