@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.conftest import REQUIRE_REDIS
 from tests.procs import free_port
@@ -84,9 +86,15 @@ class Node(RedisServer):
             command = [self.binary, *base, "--dir", str(self.directory), *self.extra]
         log = open(self.directory / "log", "ab")  # noqa: SIM115  # the process keeps it
         process = self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        client = self.client()
-        try:
-            wait_for(f"redis on {self.port}", lambda: process.poll() is not None or bool(client.ping()))
+        # no retries, short timeouts: a port's other owner must not hold up seeing this one exit
+        client = redis.Redis(
+            port=self.port, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
+        try:  # this server's answer: another one on the port (ours is exiting) does not count
+            wait_for(
+                f"redis on {self.port}",
+                lambda: process.poll() is not None or client.info("server")["process_id"] == process.pid,
+            )
         finally:
             client.close()
         return process.poll() is None

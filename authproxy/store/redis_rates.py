@@ -72,7 +72,8 @@ end
 # max wait ms, generation ('' = a new turn); now last -> for each call, in order, "admitted
 # wait-ms generation level rate burst turn-ms" (one string: cheaper to parse), then, when spares
 # were wanted, "granted <the same fields for the bucket once they are taken>" (gcra.spare, taken
-# one by one until one is refused: one summary instead of a reply each, to send and to parse)
+# one by one until one is refused: one summary instead of a reply each, to send and to parse;
+# its admitted field means nothing)
 ADMIT = (
     PRELUDE
     + """

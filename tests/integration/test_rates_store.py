@@ -95,6 +95,47 @@ async def test_the_script_is_the_reference_algorithm(client, steps, rate, burst)
         await client.delete(rates.name(KEY))
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.lists(st.tuples(st.floats(0, 3), st.sampled_from([None, 0, 1])), max_size=4),
+            st.integers(0, 8),
+            st.floats(0, 2),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    rate=st.sampled_from([0.0, 0.3, 1.0, 7.0, 1000.0]),
+    burst=st.integers(1, 12),
+)
+async def test_a_script_call_with_asks_and_spares_grants_what_gcra_grants_one_by_one(
+    client, calls, rate, burst
+):
+    """Every field of every grant, the spares rebuilt from the script's summary included:
+    the asks in order, then each spare as gcra.spare takes (or refuses) it."""
+    rates = RedisRates(client, f"test-{secrets.token_hex(6)}", now=NOW, spare_turns=False)
+    state, now, name = BucketState(), NOW, rates.name(KEY)
+    try:
+        for asks, spares, advance in calls:
+            rates.now = now
+            made = [Ask(KEY, rate, burst, wait, generation) for wait, generation in asks]
+            got = await rates.turns((name, rate, burst), made, spares=spares)
+            want = [admit(state, now, rate, burst, wait, generation) for wait, generation in asks]
+            want += [spare(state, now, rate, burst) for _ in range(spares)]
+            assert [(g.admitted, g.generation, g.burst) for g in got] == [
+                (w.admitted, w.generation, w.burst) for w in want
+            ]
+            for g, w in zip(got, want, strict=True):
+                assert g.wait == pytest.approx(w.wait, abs=1e-3)
+                assert g.level == pytest.approx(w.level, abs=2e-3)  # the script keeps 3 decimals
+                assert g.rate == pytest.approx(w.rate)
+                assert g.at == pytest.approx(w.at, abs=1e-3)
+            now += advance
+    finally:
+        await client.delete(name)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     batch=st.lists(st.tuples(st.floats(0, 3), st.sampled_from([None, 0, 1])), min_size=1, max_size=12),
