@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import importlib.util
+import math
 import os
 import shlex
 import signal
@@ -199,7 +200,8 @@ def round_ratios(results: dict, test: str, name: str, base: str, key: str) -> li
     """name's figure / base's figure, round by round (both measured in the same round)."""
     mine = {r["round"]: r.get(key) for r in results.get((test, name), [])}
     theirs = {r["round"]: r.get(key) for r in results.get((test, base), [])}
-    return [mine[k] / theirs[k] for k in mine if mine[k] and theirs.get(k)]
+    ratios = [mine[k] / theirs[k] for k in mine if mine[k] and theirs.get(k)]
+    return [ratio for ratio in ratios if math.isfinite(ratio)]  # a figure missing in a round: NaN
 
 
 def per_round(results: dict, test: str, name: str, base: str, key: str) -> float:
