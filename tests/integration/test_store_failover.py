@@ -203,7 +203,9 @@ class Load:
     async def _get(self, url: str) -> tuple[int, str]:
         async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as reply:
             if reply.status != 200:
-                self.refusals.append(f"{reply.status} {(await reply.read())[:300]!r}")
+                at, wall = asyncio.get_running_loop().time(), time.time()  # the logs' clock too
+                stamp = time.strftime("%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}Z"
+                self.refusals.append(f"at {at:.3f} ({stamp}): {reply.status} {(await reply.read())[:300]!r}")
             return reply.status, reply.headers.get("X-AuthProxy-Error", "")
 
     async def stop(self) -> None:
@@ -215,16 +217,27 @@ class Load:
 
 
 def check_window(load: Load, killed: float, recovered: float, after: float) -> dict[str, float]:
-    """Only 2xx or store_unavailable; 503s only between the kill and recovery; all 2xx after."""
+    """Only 2xx or store_unavailable; 503s only between the kill and recovery; all 2xx after.
+    A failure's message has the refusals and what the proxies logged besides 200s."""
     kinds = {(code, error) for _, code, error in load.replies}
-    assert kinds <= {(200, ""), (503, "store_unavailable")}, (kinds, load.refusals[:5])
+    story = f"killed at {killed:.3f}, recovered at {recovered:.3f}\n" + "\n".join(load.refusals[:10])
+    assert kinds <= {(200, ""), (503, "store_unavailable")}, f"{kinds}\n{story}\n{unusual(load.proxies)}"
     failed = [at for at, code, _ in load.replies if code != 200]
-    assert all(killed <= at <= recovered for at in failed), (killed, recovered, failed)
+    assert all(killed <= at <= recovered for at in failed), f"{failed}\n{story}\n{unusual(load.proxies)}"
     assert load.between(recovered, after), "no traffic after the failover"
     assert set(load.between(recovered, after)) == {(200, "")}
     first_503, last_503 = (min(failed), max(failed)) if failed else (killed, killed)
     window = round(last_503 - first_503, 2)
     return {"503s": len(failed), "replies": len(load.replies), "503_window": window, "slowest": load.slowest}
+
+
+def unusual(proxies: list[ProxyProcess], last: int = 60) -> str:
+    """The proxies' log lines other than 200 answers (the latest `last` of each)."""
+    lines = []
+    for proxy in proxies:
+        kept = [line[:500] for line in proxy.log().splitlines() if '"status":200' not in line]
+        lines += [f"{proxy.url} {line}" for line in kept[-last:]]
+    return "\n".join(lines)
 
 
 async def test_sentinel_master_killed_under_load_on_two_proxies(
