@@ -32,6 +32,7 @@ import logging
 
 import aiohttp
 
+from authproxy.errors import RefreshBusy
 from authproxy.events import Events
 from authproxy.metrics import Metrics
 from authproxy.models import Clock, Token, TokenKey, TokenRecord
@@ -113,12 +114,20 @@ class ShopTokens:
         return token
 
     async def _after_rejection(self, shop: str, sent: Token) -> Token:
-        kept = self.keeper.kept(self.key(shop))
-        record = kept.record if kept is not None else await self._load(shop)
-        decision = decide(record, self.clock.now(), self.timing, rejected=sent.access_token)
-        if decision.token is not None:
-            return decision.token  # someone refreshed meanwhile: use the newer one
-        return await self._act(shop, record, decision)
+        """A token other than `sent`. A refresh that did not know of the rejection (one
+        under way here already, or another process's whose outcome left the stored token
+        as it was) may settle on `sent`: asked once more, from a fresh read, and then a
+        RefreshBusy rather than a replay that would only pass the refusal on."""
+        for _ in range(2):
+            kept = self.keeper.kept(self.key(shop))
+            record = kept.record if kept is not None else await self._load(shop)
+            decision = decide(record, self.clock.now(), self.timing, rejected=sent.access_token)
+            if decision.token is not None:
+                return decision.token  # someone refreshed meanwhile: use the newer one
+            token = await self._act(shop, record, decision)
+            if token.access_token != sent.access_token:
+                return token
+        raise RefreshBusy(f"no token of {self.key(shop)} other than the one refused yet", retry_after=1)
 
     async def authorize(self, shop: str, code: str, redirect: str | None) -> dict[str, Token]:
         """Exchange an authorization code; store each token it covers, fresh.

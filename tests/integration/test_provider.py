@@ -335,3 +335,31 @@ async def test_another_owners_lock_is_not_taken(world, clock):
     attempt = store.inner.lock(TokenKey("sp", SHOP), 600)
     assert not await attempt.acquire() and attempt.holder == held.owner
     assert not await provider.refresher._acquire(TokenKey("sp", SHOP), attempt)
+
+
+async def test_a_replay_does_not_get_the_refused_token_back_from_a_refresh_that_left_it(world, clock):
+    """The platform refused the stored token while another process held the refresh lock;
+    that refresh ended with the token unchanged (a failure mark). The replay's token is a
+    new one, refreshed here, not the refused one (which would only pass the 403 on)."""
+    sandbox, store, tokens = world
+    refused = await seed(sandbox, store, clock)
+    key = TokenKey("sp", SHOP)
+    other = store.inner.lock(key, 20.0)  # another process is refreshing
+    assert await other.acquire()
+    waiting = asyncio.Event()
+    wait_for_change = store.wait_for_change
+
+    async def noticed(key: TokenKey, version: int, timeout: float) -> bool:
+        waiting.set()  # the replay waits for the other process's outcome
+        return await wait_for_change(key, version, timeout)
+
+    store.wait_for_change = noticed  # type: ignore[method-assign]
+    replay = asyncio.create_task(tokens().after_rejection(SHOP, refused))
+    await waiting.wait()
+    record = await store.inner.get(key)
+    assert record is not None
+    await store.inner.put(key, dataclasses.replace(record, failures=1), expected_version=record.version)
+    await other.release()
+    token = await replay
+    assert token.access_token != refused.access_token
+    assert sandbox.stats.token_calls == 1
