@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from authproxy.events import Event, EventType, open_events
-from authproxy.metrics import Metrics
+from authproxy.metrics import FLUSH_EVERY, LATENCY_BUCKETS, Metrics
 from authproxy.models import FakeClock, TokenKey
 from authproxy.settings import EventSettings
 from authproxy.store.memory import MemoryStore
@@ -48,6 +51,41 @@ def test_each_instance_counts_on_its_own():
     assert found[("authproxy_upstream_seconds_bucket", (("app", "gfg"), ("le", "0.01")))] == 0
     assert found[("authproxy_lock_wait_seconds_sum", ())] == 0.5
     assert ("authproxy_requests_total", (("app", "gfg"), ("status", "200"))) not in samples(second)
+
+
+def test_tallied_latencies_read_as_observed_ones():
+    """request() and upstream() tally; the exposed histogram is what observe() would make
+    of the same values (bounds included: a bucket counts values <= its le)."""
+    values = [0.0, 0.004, 0.005, 0.0051, 0.01, 0.3, 1, 59.9, 60, 61, 1e9, *LATENCY_BUCKETS]
+    metrics = Metrics(FakeClock())
+    reg = CollectorRegistry()
+    observed = Histogram("authproxy_upstream_seconds", "", ["app"], buckets=LATENCY_BUCKETS, registry=reg)
+    for value in values:
+        metrics.upstream("gfg", value)
+        observed.labels("gfg").observe(value)
+    expected = {}
+    for family in text_string_to_metric_families(generate_latest(reg).decode()):
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                expected[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    found = samples(metrics)
+    assert {key: found[key] for key in expected} == expected
+
+
+async def test_tallies_reach_the_values_within_a_second_without_a_scrape():
+    """--workers mode: a scrape reads every worker's values, and only its own worker flushes."""
+    metrics = Metrics(FakeClock())
+    metrics.request("gfg", 200)
+    metrics.upstream("gfg", 0.02)
+    child = metrics.requests.labels("gfg", "200")
+    assert child._value.get() == 0  # tallied, not added yet
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2 * FLUSH_EVERY
+    while child._value.get() == 0:
+        assert loop.time() < deadline, "the tally was not flushed within FLUSH_EVERY"
+        await asyncio.sleep(0.05)  # polling the value, bounded
+    assert child._value.get() == 1
+    assert metrics.upstream_seconds.labels("gfg")._sum.get() == 0.02
 
 
 def test_odd_shop_names_stay_parseable():
