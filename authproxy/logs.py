@@ -89,6 +89,7 @@ class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
         self._second = _Seconds("%Y-%m-%dT%H:%M:%S", time.gmtime)
+        self._millisecond, self._stamp = -1, ""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -109,7 +110,12 @@ class JsonFormatter(logging.Formatter):
         return _dumps({**head, **fields})  # a field replaces a head member, as in format
 
     def _timestamp(self, created: float) -> str:
-        return f"{self._second(created)}.{int((created - int(created)) * 1000):03d}Z"
+        """UTC to the millisecond, formatted once per millisecond (a busy proxy logs several)."""
+        millisecond = int(created * 1000)
+        if millisecond != self._millisecond:
+            stamp = f"{self._second(millisecond // 1000)}.{millisecond % 1000:03d}Z"
+            self._millisecond, self._stamp = millisecond, stamp
+        return self._stamp
 
 
 class TextFormatter(logging.Formatter):
@@ -257,7 +263,7 @@ def _direct() -> logging.StreamHandler[TextIO] | None:
     handlers = root.handlers
     if len(handlers) != 1 or handlers[0] is not _installed or root.filters or _installed.filters:
         return None
-    if not isinstance(_installed.formatter, JsonFormatter | TextFormatter):
+    if not isinstance(_installed.formatter, (JsonFormatter, TextFormatter)):
         return None
     return _installed
 

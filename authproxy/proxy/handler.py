@@ -152,6 +152,8 @@ async def _handle(request: web.Request, runtime: Runtime, exchange: Exchange) ->
     stream = body if isinstance(body, StreamedBody) else None
     exchange.ticket = runtime.shaper.ticket(request.headers)
     key = app.tokens.key(route.shop)
+    if platform.concurrency_limit is None:  # no call slot to take (most platforms)
+        return await _answer(request, await _forward(runtime, app, key, outgoing, stream, exchange), exchange)
     async with runtime.slots.slot(key, platform.concurrency_limit):
         upstream = await _forward(runtime, app, key, outgoing, stream, exchange)
         return await _answer(request, upstream, exchange)
