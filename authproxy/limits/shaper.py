@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from authproxy.errors import BadHeader, RateLimited, StoreUnavailable
 from authproxy.limits.rules import Bucket, buckets_for, lesson, max_wait, retry_after, rules_of, should_retry
@@ -70,8 +71,7 @@ class Ticket:
     waited: float = 0.0
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     """The buckets one upstream call counted against, and what they said (None: unshaped)."""
 
     key: TokenKey

@@ -8,7 +8,7 @@ encoded it, so a path that decodes to a traversal is refused rather than
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from authproxy.errors import BadPath
@@ -17,8 +17,7 @@ MAX_DECODE_ROUNDS = 3
 SHOP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     app: str
     shop: str
     path: str  # upstream path, as the client encoded it, starting with "/"

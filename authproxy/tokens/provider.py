@@ -89,10 +89,16 @@ class ShopTokens:
     async def current(self, shop: str) -> Token:
         """The token to send now, refreshing first only when it is unusable, with the shop's
         details (TikTok's shop_cipher) looked up when neither the config nor the token has them."""
-        token = await self._current(shop)
+        token = self._cached(shop) or await self._current(shop)
         if self.platform.lacks_details(shop, token):
             return await self.details.complete(shop, token)
         return token
+
+    def _cached(self, shop: str) -> Token | None:
+        """The token in this process's cache, when no kept pair overrides it and it is fresh
+        (the common case, answered without a coroutine)."""
+        key = self.key(shop)
+        return None if self.keeper.kept(key) is not None else self.cache.fresh(key, self.clock.now())
 
     async def _current(self, shop: str) -> Token:
         now = self.clock.now()
