@@ -224,8 +224,7 @@ class Scope(enum.StrEnum):
     APP = "app"
 
 
-@dataclass(frozen=True)
-class Quota:
+class Quota(NamedTuple):
     """A platform limit: `rate` calls per second, bursts of up to `burst` calls."""
 
     rate: float
@@ -233,10 +232,10 @@ class Quota:
     scope: Scope = Scope.SHOP
 
 
-@dataclass(frozen=True)
-class Operation:
+class Operation(NamedTuple):
     """What one call counts against: `name` keys its buckets (one per scope),
-    `label` is a bounded name for metrics, `quotas` the platform's defaults."""
+    `label` is a bounded name for metrics, `quotas` the platform's defaults.
+    (NamedTuples, as OutgoingRequest: made and hashed per call, a memo's key.)"""
 
     name: str
     label: str
