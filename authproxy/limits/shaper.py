@@ -280,7 +280,8 @@ class Shaper:
                     return
 
     def _rejected(self, key: TokenKey, buckets: Sequence[Bucket], grants: Sequence[Grant]) -> RateLimited:
-        wait, bucket = max((g.wait, b) for b, g in zip(buckets, grants, strict=True) if not g.admitted)
+        refusals = [(g.wait, b) for b, g in zip(buckets, grants, strict=True) if not g.admitted]
+        wait, bucket = max(refusals, key=lambda refusal: refusal[0])  # the first of equal waits
         self.metrics.rejected(key.app, bucket.scope)
         whose = f"{key}'s" if bucket.scope is Scope.SHOP else f"app {key.app}'s"
         return RateLimited(

@@ -112,3 +112,16 @@ async def test_the_asking_call_failing_or_cancelled_lets_the_others_ask(rates_of
     with pytest.raises((asyncio.CancelledError, RuntimeError)):
         await first
     assert rates.asked == 4  # each of the others asked for itself
+
+
+async def test_a_call_refused_by_its_shop_and_app_buckets_alike_is_a_429():
+    """Both buckets refuse with the same wait: the answer names one of them (comparing the
+    buckets themselves to break the tie raised TypeError: a 500 instead of a 429)."""
+    limits = [{"match": "*", "rate": 1, "burst": 1, "scope": scope} for scope in ("shop", "app")]
+    settings = settings_for({"crm": {**oauth2_app("http://127.0.0.1:9"), "limits": limits}})
+    shaper, platform = Shaper(MemoryRates(), settings, Metrics()), build_platform(settings.apps["crm"])
+    now_only = {"X-AuthProxy-Max-Wait": "0"}
+    await shaper.admit(KEY, platform, CALL, shaper.ticket(now_only))
+    with pytest.raises(RateLimited) as refused:
+        await shaper.admit(KEY, platform, CALL, shaper.ticket(now_only))
+    assert refused.value.status == 429 and refused.value.retry_after == 2
