@@ -156,6 +156,7 @@ class Metrics:
         self._counts: dict[Counter, int] = {}
         self._latencies: dict[Histogram, list[float]] = {}
         self._flush: asyncio.TimerHandle | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop its timer is on
         self._by_operation: dict[tuple[str, str], Histogram] = {}
         self.shops = Gauge(
             "authproxy_shops",
@@ -208,7 +209,7 @@ class Metrics:
         if child is None:
             child = self._by_status[app, status] = self.requests.labels(app, str(status))
         self._counts[child] = self._counts.get(child, 0) + 1
-        if self._flush is None:
+        if self._flush_loop is None or self._flush_loop.is_closed():  # no timer that will fire
             self._flush_soon()
 
     def upstream(self, app: str, seconds: float) -> None:
@@ -221,14 +222,14 @@ class Metrics:
             tally = self._latencies[child] = [0.0] * (len(LATENCY_BUCKETS) + 2)  # buckets, +Inf, sum
         tally[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket with le >= it
         tally[-1] += seconds
-        if self._flush is None:
+        if self._flush_loop is None or self._flush_loop.is_closed():  # no timer that will fire
             self._flush_soon()
 
     def flush(self) -> None:
         """Add the tallies of `request` and `upstream` to the exposed values, now."""
         if self._flush is not None:
             self._flush.cancel()
-            self._flush = None
+        self._flush = self._flush_loop = None
         counts, self._counts = self._counts, {}
         for counter, count in counts.items():
             counter.inc(count)
@@ -237,10 +238,14 @@ class Metrics:
             _add_observations(histogram, tally)
 
     def _flush_soon(self) -> None:
+        """A flush FLUSH_EVERY from now (or at once without an event loop; a timer whose
+        loop has closed will never fire, and is replaced)."""
         try:
-            self._flush = asyncio.get_running_loop().call_later(FLUSH_EVERY, self.flush)
-        except RuntimeError:  # no event loop: at once
+            self._flush_loop = asyncio.get_running_loop()
+        except RuntimeError:
             self.flush()
+            return
+        self._flush = self._flush_loop.call_later(FLUSH_EVERY, self.flush)
 
     def refresh(self, app: str, outcome: str) -> None:
         self.refreshes.labels(app, outcome).inc()

@@ -88,6 +88,27 @@ async def test_tallies_reach_the_values_within_a_second_without_a_scrape():
     assert metrics.upstream_seconds.labels("gfg")._sum.get() == 0.02
 
 
+def test_a_flush_timer_left_on_a_closed_loop_is_replaced():
+    metrics = Metrics(FakeClock())
+    child = metrics.requests.labels("gfg", "200")
+
+    async def count_one() -> None:
+        metrics.request("gfg", 200)
+
+    async def count_one_and_wait() -> None:
+        await count_one()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * FLUSH_EVERY
+        while child._value.get() < 2:
+            assert loop.time() < deadline, "no flush on the second loop"
+            await asyncio.sleep(0.05)  # polling the value, bounded
+
+    asyncio.run(count_one())  # its loop closes before the timer fires
+    assert child._value.get() == 0
+    asyncio.run(count_one_and_wait())
+    assert child._value.get() == 2
+
+
 def test_odd_shop_names_stay_parseable():
     metrics = Metrics(FakeClock())
     shop = 'we"ird\\shop\nname'
