@@ -61,11 +61,23 @@ def _dumps(data: Mapping[str, Any]) -> str:
     try:
         text = orjson.dumps(data, default=_default, option=_PASSTHROUGH).decode()
     except TypeError:  # orjson.JSONEncodeError is one
-        return _ENCODER.encode(data)
+        return _ENCODER.encode(_named_as_str(data))
     if not text.isascii():
         for brk, escaped in _BREAKS:
             text = text.replace(brk, escaped)
     return text
+
+
+def _named_as_str(value: Any) -> Any:
+    """`value` with each NamedTuple in it as its str(), as orjson's `default` writes it: the
+    stdlib's encoder would write one as a list of all its fields (a request's headers too)."""
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {key: _named_as_str(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_named_as_str(item) for item in value]
+    return value
 
 
 ACCESS_MESSAGE = "%(method)s %(path)s -> %(status)s"

@@ -1,7 +1,8 @@
 """Value types shared by the platforms, the token provider and the proxy edge.
 
-All frozen: a request or a token is never changed in place, a new one is made
-with `dataclasses.replace`. Secrets are kept out of `repr`.
+All immutable: a request or a token is never changed in place, a new one is made
+(`dataclasses.replace` for the dataclasses, `_replace` for the NamedTuples the
+request path makes per call). Secrets are kept out of `repr`.
 """
 
 from __future__ import annotations

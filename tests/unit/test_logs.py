@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from authproxy.logs import FLUSH_LINES, AccessLog, JsonFormatter, TextFormatter, Throttled, setup_logging
-from authproxy.models import Token, TokenKey
+from authproxy.models import OutgoingRequest, Token, TokenKey
 
 
 def record(msg: str = "hello", level: int = logging.INFO, name: str = "authproxy.x", **fields: Any):
@@ -87,6 +87,15 @@ def test_json_has_the_fields_and_survives_odd_values():
     assert data["status"] == 200 and data["upstream_ms"] is None
     assert data["ts"].endswith("Z") and data["level"] == "info"
     assert data["when"].startswith("<object")
+
+
+def test_json_shows_a_request_by_its_repr_also_where_orjson_gives_up():
+    """A lone surrogate sends a line to the stdlib's encoder, which would write a NamedTuple
+    (a request: its headers too) as a list of its fields."""
+    request = OutgoingRequest("GET", "/x", "", (("Authorization", "Bearer secret-t"),), b"secret-b")
+    for path in ("/x", "/\udc80"):
+        line = JsonFormatter().format(exchange(path=path, request=request, nested={"r": [request]}))
+        assert "secret" not in line and json.loads(line)["request"] == repr(request)
 
 
 class Terminal(io.StringIO):
