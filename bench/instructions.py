@@ -17,8 +17,10 @@ in a real run, since everything runs about 50x slower under valgrind: authproxy'
 (a Redis script call at most every 100 ms per shop, about 450,000 instructions) comes about every
 10th request instead of every 400th, which adds about 45,000 instructions to each; the access
 log's flush every 50 ms and spare rate-limit turns kept for 50 ms weigh more too. The baseline's
-token is cached for BASELINE_TOKEN_TTL here, so it reads Redis once. Compare authproxy variants
-with each other, where these weigh the same; the issue's targets are judged by bench/sidebyside.py.
+token is cached for BASELINE_TOKEN_TTL here, so it reads Redis once. Runs of the same authproxy
+code agree within 1 %; aio1-cache's count moved by up to 6 % between runs (how many requests one
+turn of its event loop holds). Compare authproxy variants with each other, in one run, where all
+this weighs the same; the issue's targets are judged by bench/sidebyside.py.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def under_valgrind(spec: dict, out: Path) -> None:
     if "--cache-ttl" in argv:  # the baseline reads its token from Redis once per TTL
         argv[argv.index("--cache-ttl") + 1] = str(BASELINE_TOKEN_TTL)
     if argv[-2:-1] == ["-c"]:  # authproxy: bash -c "...; exec python -m authproxy serve ..."
+        if "&& exec " not in argv[-1]:  # the pid counted must stay the one the harness started
+            raise RuntimeError(f"no exec in the command of {spec['name']}: {argv[-1]}")
         argv[-1] = argv[-1].replace("&& exec ", f"&& exec {wrap} ", 1)
     else:  # the harness's baseline: [taskset..., python, script, ...]
         python = next(i for i, arg in enumerate(argv) if arg.endswith("python") or "/python" in arg)
