@@ -44,6 +44,7 @@ from authproxy.tokens.aftercare import Aftercare
 from authproxy.tokens.answers import no_token, settled
 from authproxy.tokens.details import ShopDetails
 from authproxy.tokens.endpoint import call_token_endpoint
+from authproxy.tokens.keeper import Kept
 from authproxy.tokens.policy import Action, Decision, Upkeep, decide
 from authproxy.tokens.refresh import Outcome, Refresher
 
@@ -89,26 +90,20 @@ class ShopTokens:
     async def current(self, shop: str) -> Token:
         """The token to send now, refreshing first only when it is unusable, with the shop's
         details (TikTok's shop_cipher) looked up when neither the config nor the token has them."""
-        token = self._cached(shop) or await self._current(shop)
+        key, now = self.key(shop), self.clock.now()
+        kept = self.keeper.kept(key)
+        token = self.cache.fresh(key, now) if kept is None else None  # the common case
+        if token is None:
+            token = await self._decided(shop, key, kept, now)
         if self.platform.lacks_details(shop, token):
             return await self.details.complete(shop, token)
         return token
 
-    def _cached(self, shop: str) -> Token | None:
-        """The token in this process's cache, when no kept pair overrides it and it is fresh
-        (the common case, answered without a coroutine)."""
-        key = self.key(shop)
-        return None if self.keeper.kept(key) is not None else self.cache.fresh(key, self.clock.now())
-
-    async def _current(self, shop: str) -> Token:
-        now = self.clock.now()
-        key = self.key(shop)
-        kept = self.keeper.kept(key)
+    async def _decided(self, shop: str, key: TokenKey, kept: Kept | None, now: float) -> Token:
+        """The token the policy decides on: for the pair this process keeps, else for the
+        stored record (read once for every caller waiting on it), refreshing if it says so."""
         if kept is not None:
             return await self._act(shop, kept.record, decide(kept.record, now, self.timing))
-        token = self.cache.fresh(key, now)
-        if token is not None:
-            return token
         record = await self._load(shop, shared=True)
         return await self._act(shop, record, decide(record, now, self.timing, jitter=self.cache.jitter(key)))
 
