@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from authproxy.authorize import CALLBACK_PATH
 from authproxy.callback import oauth_callback
 from authproxy.errors import StoreUnavailable
-from authproxy.http_server import handler_options
+from authproxy.http_server import FRONT_DOOR, Handler, handler_options
 from authproxy.memory import trimming
 from authproxy.models import Clock
+from authproxy.platforms.amazon import TOKEN_PATH
 from authproxy.proxy.handler import access_log, proxy
 from authproxy.proxy.lwa import ROUTE as LWA_ROUTE
 from authproxy.proxy.lwa import lwa_token
@@ -20,6 +21,7 @@ from authproxy.settings import Settings
 from authproxy.store import TokenStore
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OWN_PREFIX = "/_authproxy/"  # authproxy's own endpoints
 
 
 def create_app(
@@ -45,14 +47,46 @@ def create_app(
     app.cleanup_ctx.append(access_log_flushed)  # first in, last out: after the others, even failed
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(trimming)
-    app.router.add_get("/_authproxy/healthz", healthz)
-    app.router.add_get("/_authproxy/readyz", readyz)
-    app.router.add_get("/_authproxy/metrics", metrics_page)
+    app.router.add_get(OWN_PREFIX + "healthz", healthz)
+    app.router.add_get(OWN_PREFIX + "readyz", readyz)
+    app.router.add_get(OWN_PREFIX + "metrics", metrics_page)
     if settings.server.public_url:  # the OAuth callback: off unless reachable
         app.router.add_get(CALLBACK_PATH, oauth_callback)
     app.router.add_post(LWA_ROUTE, lwa_token)  # Amazon apps' LWA calls: a placeholder, never forwarded
-    app.router.add_route("*", "/{tail:.*}", proxy)
+    app.router.add_route("*", "/{tail:.*}", proxy_routed)
+    app[FRONT_DOOR] = _front_door(app)
     return app
+
+
+def _front_door(app: web.Application) -> Callable[[Handler], Handler]:
+    """The server's handler: a request for the proxy goes to it at once, since walking the route
+    table (an index lookup per path segment, a regex, a match dict) would only lead to its
+    catch-all. What the table might route elsewhere, or treat otherwise, goes through it:
+    /_authproxy/..., Amazon's LWA token path, any percent-encoded path (the table matches
+    decoded paths), a target not starting with "/", an Expect header (100-continue)."""
+
+    def wrap(table: Handler) -> Handler:
+        runtime = app[RUNTIME]  # made as the app started, before the server
+
+        def front_door(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+            path = request.raw_path.partition("?")[0]
+            if (
+                path.startswith(OWN_PREFIX)
+                or not path.startswith("/")
+                or "%" in path
+                or TOKEN_PATH in path
+                or "Expect" in request.headers
+            ):
+                return table(request)
+            return proxy(request, runtime)
+
+        return front_door
+
+    return wrap
+
+
+async def proxy_routed(request: web.Request) -> web.StreamResponse:
+    return await proxy(request, request.app[RUNTIME])
 
 
 async def access_log_flushed(app: web.Application) -> AsyncIterator[None]:

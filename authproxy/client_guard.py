@@ -117,11 +117,12 @@ class GuardedRequestHandler(RequestHandler):
         if self._lingering:
             return
         queued = len(self._messages)
-        receiving = self._receiving_body()
+        body = self._body
+        receiving = body is not None and not body.is_eof()
         super().data_received(data)
         if len(self._messages) > queued:  # a head is complete (or found malformed)
-            self._stop_head_timer()
-            body = self._body
+            if self._head_timer is not None:
+                self._stop_head_timer()
             if body is not None and not body.is_eof():  # the parser gave up on the body arriving
                 self._abandon_body(body)
             self._body = self._messages[-1][1]
@@ -148,9 +149,6 @@ class GuardedRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("a response was under way: the connection is closed instead")
         return problem_response(BadRequest(f"the request was refused: {meaning}"))
-
-    def _receiving_body(self) -> bool:
-        return self._body is not None and not self._body.is_eof()
 
     def _abandon_body(self, body: StreamReader) -> None:
         """A body the parser found malformed (bad chunking): its reader fails (the proxy

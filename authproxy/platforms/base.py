@@ -167,15 +167,9 @@ class Platform(abc.ABC):
 def with_header(request: OutgoingRequest, name: str, value: str) -> OutgoingRequest:
     """The request with `name` set to `value` (any earlier value dropped)."""
     lname = name.lower()
-    kept = tuple((k, v) for k, v in request.headers if k.lower() != lname)
-    return OutgoingRequest(
-        method=request.method,
-        path=request.path,
-        query=request.query,
-        headers=(*kept, (name, value)),
-        body=request.body,
-        streamed=request.streamed,
-    )
+    kept = [header for header in request.headers if header[0].lower() != lname]
+    method, path, query, _, body, streamed = request
+    return OutgoingRequest(method, path, query, (*kept, (name, value)), body, streamed)
 
 
 def media_type(headers: Mapping[str, str]) -> str:

@@ -87,7 +87,7 @@ class StreamedBody:
         return chunk
 
 
-async def read_body(request: web.Request, server: ServerSettings) -> bytes | StreamedBody:
+async def read_body(request: web.BaseRequest, server: ServerSettings) -> bytes | StreamedBody:
     """The body buffered when it fits `max_replay_body`, else streamed (capped)."""
     limit, cap = server.max_replay_body, server.max_body
     length = request.content_length

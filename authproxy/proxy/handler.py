@@ -35,7 +35,7 @@ from authproxy.proxy.flow import replay_once
 from authproxy.proxy.headers import request_headers, response_headers
 from authproxy.proxy.routing import join_url, parse_route
 from authproxy.query import drop_params, redact_query
-from authproxy.runtime import RUNTIME, AppRuntime, Runtime
+from authproxy.runtime import AppRuntime, Runtime
 from authproxy.tokens.provider import refreshed_here
 
 access_log = AccessLog()
@@ -51,7 +51,7 @@ _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count()
 
 
-def request_id_for(request: web.Request) -> str:
+def request_id_for(request: web.BaseRequest) -> str:
     """The client's X-Request-Id when it is a sane one, else a new id."""
     incoming = request.headers.get("X-Request-Id", "")
     if incoming and REQUEST_ID.match(incoming):
@@ -91,8 +91,7 @@ class Upstream:
     outcome: Outcome = UNSHAPED  # what it said about the rate limits
 
 
-async def proxy(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
+async def proxy(request: web.BaseRequest, runtime: Runtime) -> web.StreamResponse:
     exchange = Exchange(
         request_id=request_id_for(request),
         method=request.method,
@@ -125,7 +124,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _handle(request: web.Request, runtime: Runtime, exchange: Exchange) -> web.StreamResponse:
+async def _handle(request: web.BaseRequest, runtime: Runtime, exchange: Exchange) -> web.StreamResponse:
     route = parse_route(request.raw_path)
     exchange.app, exchange.shop = route.app, route.shop
     exchange.target = route.path + ("?" + route.query if route.query else "")
@@ -221,8 +220,9 @@ async def _send(
         if stream is not None and stream.failure is not None:
             raise stream.failure from None  # the client's body, not the upstream, failed
         raise UpstreamUnreachable(f"{app.base_url} is unreachable ({type(exc).__name__})") from None
-    exchange.upstream_ms = (loop.time() - started) * 1000
-    runtime.metrics.upstream(app.name, loop.time() - started)
+    elapsed = loop.time() - started
+    exchange.upstream_ms = elapsed * 1000
+    runtime.metrics.upstream(app.name, elapsed)
     upstream = await _inspect(app, response)
     reply = upstream.reply or HttpReply(response.status, response.headers, b"")
     upstream.outcome = await runtime.shaper.learn(admission, app.platform, reply)
@@ -250,11 +250,11 @@ async def _inspect(app: AppRuntime, response: aiohttp.ClientResponse) -> Upstrea
     return upstream
 
 
-async def _answer(request: web.Request, upstream: Upstream, exchange: Exchange) -> web.StreamResponse:
+async def _answer(request: web.BaseRequest, upstream: Upstream, exchange: Exchange) -> web.StreamResponse:
     """The upstream's reply, passed on: read whole and written at once when its length is
     known and small, else streamed chunk by chunk (memory stays bounded either way)."""
     response = upstream.response
-    headers = response_headers(response.headers.items())
+    headers = response_headers(response.headers)
     headers.append(("X-Request-Id", exchange.request_id))
     if exchange.replayed:
         headers.append(("X-AuthProxy-Retried", "1"))
@@ -273,7 +273,7 @@ async def _answer(request: web.Request, upstream: Upstream, exchange: Exchange) 
 
 
 async def _whole(
-    request: web.Request,
+    request: web.BaseRequest,
     response: aiohttp.ClientResponse,
     head: bytes,
     headers: list[tuple[str, str]],
@@ -281,13 +281,14 @@ async def _whole(
 ) -> web.StreamResponse:
     """A reply of at most SMALL_REPLY bytes, or one that has come whole: one write to the client
     (larger than SMALL_REPLY after all: streamed on from what was read)."""
+    content = response.content
     body = bytearray(head)
     try:
-        while len(body) <= SMALL_REPLY and (chunk := await response.content.readany()):
-            body += chunk
+        while len(body) <= SMALL_REPLY and not content.at_eof():  # no read to learn of the end
+            body += await content.readany()
     except (aiohttp.ClientError, TimeoutError):  # broke off: passed on as a stream that broke off
         return await _streamed(request, response, bytes(body), headers, exchange)
-    if not response.content.at_eof():
+    if not content.at_eof():
         return await _streamed(request, response, bytes(body), headers, exchange)
     out = web.Response(status=response.status, reason=response.reason, headers=headers, body=bytes(body))
     try:
@@ -299,7 +300,7 @@ async def _whole(
 
 
 async def _streamed(
-    request: web.Request,
+    request: web.BaseRequest,
     response: aiohttp.ClientResponse,
     head: bytes,
     headers: list[tuple[str, str]],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from multidict import MultiMapping
+
 #: RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones
 HOP_BY_HOP = frozenset(
     {
@@ -28,6 +30,8 @@ REQUEST_MANAGED = frozenset({"host", "content-length", "expect", "x-request-id",
 UPSTREAM_REQUEST_ID = "X-Upstream-Request-Id"
 
 Headers = Iterable[tuple[str, str]]
+#: reply headers not passed on as they are: hop-by-hop ones, and the upstream's request id
+_REPLY_DROPPED = HOP_BY_HOP | {"x-request-id"}
 _dropped_by: dict[frozenset[str], frozenset[str]] = {}
 
 
@@ -66,20 +70,13 @@ def request_headers(headers: Headers, credential_headers: frozenset[str]) -> tup
     return tuple(kept)
 
 
-def response_headers(headers: Headers) -> list[tuple[str, str]]:
+def response_headers(headers: MultiMapping[str]) -> list[tuple[str, str]]:
     """Upstream headers to pass back to the client: no hop-by-hop; the upstream's
-    X-Request-Id as X-Upstream-Request-Id (the proxy's own goes beside it)."""
-    kept: list[tuple[str, str]] = []
-    named: set[str] = set()
-    for key, value in headers:
-        lower = key.lower()
-        if lower in HOP_BY_HOP:
-            if lower == "connection":
-                named |= _tokens(value)
-        elif lower == "x-request-id":
-            kept.append((UPSTREAM_REQUEST_ID, value))
-        else:
-            kept.append((key, value))
-    if named:
-        return [(k, v) for k, v in kept if k.lower() not in named]
+    X-Request-Id as X-Upstream-Request-Id (the proxy's own goes beside it). `headers` is
+    case-insensitive (aiohttp's CIMultiDictProxy): what is to be dropped is looked up at once."""
+    kept = [item for item in headers.items() if item[0].lower() not in _REPLY_DROPPED]
+    if "Connection" in headers and (named := set().union(*map(_tokens, headers.getall("Connection")))):
+        kept = [item for item in kept if item[0].lower() not in named]
+    if "X-Request-Id" in headers:
+        kept += [(UPSTREAM_REQUEST_ID, value) for value in headers.getall("X-Request-Id")]
     return kept

@@ -37,10 +37,10 @@ async def lwa_token(request: web.Request) -> web.StreamResponse:
     try:
         route = parse_route(request.raw_path)
     except ProxyError:
-        return await proxy(request)  # it answers the bad path
+        return await proxy(request, runtime)  # it answers the bad path
     app = runtime.apps.get(route.app)
     if app is None or not isinstance(app.platform, Amazon) or route.path != TOKEN_PATH:
-        return await proxy(request)
+        return await proxy(request, runtime)
     platform = app.platform
     request_id = request_id_for(request)
     headers = {"X-Request-Id": request_id, "Cache-Control": "no-store"}

@@ -33,11 +33,15 @@ def parse_route(raw_target: str) -> Route:
     parts = raw_path.split("/", 3)
     if len(parts) < 3 or not parts[1] or not parts[2]:
         raise BadPath("the path must start with /<app>/<shop>/")
-    app, shop = unquote(parts[1]), unquote(parts[2])
+    app, shop = _decoded(parts[1]), _decoded(parts[2])
     if not SHOP_NAME.match(shop):
         raise BadPath(f"the shop segment must match {SHOP_NAME.pattern}")
     rest = "/" + parts[3] if len(parts) == 4 else "/"
-    return Route(app=app, shop=shop, path=rest, query=query)
+    return Route(app, shop, rest, query)
+
+
+def _decoded(segment: str) -> str:
+    return unquote(segment) if "%" in segment else segment  # most names need no decoding
 
 
 def _check_path(raw_path: str) -> None:

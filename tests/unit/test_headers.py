@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from multidict import CIMultiDict
+
 from authproxy.proxy.headers import request_headers, response_headers
 
 
@@ -25,15 +27,17 @@ def test_request_headers_drop_hop_by_hop_credentials_and_connection_named():
 
 
 def test_response_headers_drop_hop_by_hop():
-    upstream = [
-        ("Connection", "close, X-Hop"),
-        ("X-Hop", "1"),
-        ("Transfer-Encoding", "chunked"),
-        ("Content-Encoding", "gzip"),
-        ("Set-Cookie", "a=b"),
-        ("Location", "https://x/y"),
-        ("x-request-id", "platform-7"),
-    ]
+    upstream = CIMultiDict(
+        [
+            ("Connection", "close, X-Hop"),
+            ("X-Hop", "1"),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Encoding", "gzip"),
+            ("Set-Cookie", "a=b"),
+            ("Location", "https://x/y"),
+            ("x-request-id", "platform-7"),
+        ]
+    )
     assert response_headers(upstream) == [
         ("Content-Encoding", "gzip"),
         ("Set-Cookie", "a=b"),
@@ -45,7 +49,27 @@ def test_response_headers_drop_hop_by_hop():
 def test_headers_without_connection_tokens_are_kept_in_order():
     incoming = [("Accept", "a"), ("connection", "keep-alive"), ("X-B", "b"), ("x-request-id", "c1")]
     assert request_headers(incoming, frozenset()) == (("Accept", "a"), ("X-B", "b"))
-    assert response_headers([("Content-Type", "x"), ("Keep-Alive", "5"), ("X-B", "b")]) == [
+    assert response_headers(CIMultiDict([("Content-Type", "x"), ("Keep-Alive", "5"), ("X-B", "b")])) == [
         ("Content-Type", "x"),
         ("X-B", "b"),
+    ]
+
+
+def test_response_headers_named_by_any_connection_header_and_every_request_id_are_handled():
+    upstream = CIMultiDict(
+        [
+            ("connection", "keep-alive"),
+            ("X-Request-Id", "a"),
+            ("CONNECTION", "x-one"),
+            ("X-One", "1"),
+            ("x-two", "2"),
+            ("Connection", "X-Two , "),
+            ("Content-Type", "x"),
+            ("x-request-id", "b"),
+        ]
+    )
+    assert response_headers(upstream) == [
+        ("Content-Type", "x"),
+        ("X-Upstream-Request-Id", "a"),
+        ("X-Upstream-Request-Id", "b"),
     ]
