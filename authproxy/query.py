@@ -16,6 +16,7 @@ REDACTED = "***"
 OAUTH_SECRETS = frozenset({"access_token", "refresh_token", "client_secret", "code"})
 #: what quote(..., safe="") leaves as it is: most values a platform adds (ids, hex signatures)
 UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+UNRESERVED_PAIRS = re.compile(r"[A-Za-z0-9_.~=&-]*")
 
 
 def _key(segment: str) -> str:
@@ -32,10 +33,24 @@ def drop_params(query: str, names: Iterable[str]) -> str:
 
 def add_params(query: str, pairs: Iterable[tuple[str, str]]) -> str:
     """The query with `pairs` appended, percent-encoded."""
-    encoded = "&".join([f"{_encoded(k)}={_encoded(v)}" for k, v in pairs])
+    pairs = list(pairs)
+    encoded = "&".join([f"{k}={v}" for k, v in pairs])
+    if not _unreserved_pairs(encoded, len(pairs)):
+        encoded = "&".join([f"{_encoded(k)}={_encoded(v)}" for k, v in pairs])
     if not encoded:
         return query
     return f"{query}&{encoded}" if query else encoded
+
+
+def _unreserved_pairs(joined: str, count: int) -> bool:
+    """Whether `count` pairs joined as k=v&k=v... hold nothing quote() would change: every
+    character unreserved but the separators, and no more separators than the join put in
+    (one check for the usual case, where a platform adds ids, a timestamp and a hex sign)."""
+    return (
+        UNRESERVED_PAIRS.fullmatch(joined) is not None
+        and joined.count("=") == count
+        and joined.count("&") == count - 1
+    )
 
 
 def _encoded(text: str) -> str:

@@ -19,7 +19,6 @@ says when, so its horizon is known only when an operator stored it
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from collections.abc import Mapping
@@ -69,7 +68,7 @@ RATE_LIMITED_ERROR = "error_rate_limit"
 
 def sign(partner_key: str, base: str) -> str:
     """HMAC-SHA256 keyed with the partner key as its UTF-8 string (not hex-decoded)."""
-    return hmac.new(partner_key.encode(), base.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(partner_key.encode(), base.encode(), "sha256").hex()  # one C call: no HMAC object
 
 
 def base_string(partner_id: int, path: str, timestamp: int, access_token: str = "", account: str = "") -> str:

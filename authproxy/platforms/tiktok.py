@@ -26,7 +26,6 @@ token does not die before it, so no keep-alive is needed.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
@@ -124,7 +123,7 @@ def string_to_sign(secret: str, path: str, params: Iterable[tuple[str, str]], bo
 def sign(secret: str, path: str, params: Iterable[tuple[str, str]], body: bytes | None) -> str:
     """Lowercase hex HMAC-SHA256 of `string_to_sign`, keyed with the app secret."""
     message = string_to_sign(secret, path, params, body)
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), message, "sha256").hex()  # one C call: no HMAC object
 
 
 def takes_shop_cipher(method: str, path: str) -> bool:

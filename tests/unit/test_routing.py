@@ -91,7 +91,19 @@ def test_add_params_and_decode_roundtrip():
     assert add_params("", [("a", "1")]) == "a=1"
 
 
-@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), max_size=4))
+def test_added_params_holding_the_separators_are_encoded():
+    assert add_params("", [("a", "b=c"), ("d", "1")]) == "a=b%3Dc&d=1"
+    assert add_params("", [("a&b", "1"), ("c", "")]) == "a%26b=1&c="
+    assert add_params("", [("a", "="), ("b", "&")]) == "a=%3D&b=%26"
+    assert add_params("q", []) == "q"
+
+
+@given(
+    st.lists(
+        st.tuples(st.text("ab=&%é ", max_size=6) | st.text(max_size=12), st.text("ab=&%é ", max_size=6)),
+        max_size=4,
+    )
+)
 def test_added_params_are_encoded_as_quote_encodes_them(pairs):
     expected = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
     assert add_params("", pairs) == expected
