@@ -27,9 +27,9 @@ finds it back (`Reachability`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +57,7 @@ CLEAR_MAX = 10_000
 ClearKey = tuple[str, str | None, str]
 #: most operations whose buckets are remembered
 BUCKETS_MAX = 4096
+_admitted, _wait = operator.attrgetter("admitted"), operator.attrgetter("wait")  # of a Grant
 
 
 @dataclass
@@ -169,7 +170,7 @@ class Shaper:
             ]
             if self.reachability.down:
                 # a probe takes a turn only if one is free now (the call goes now, unshaped)
-                probes = [dataclasses.replace(ask, max_wait=0.0) for ask in asks]
+                probes = [ask._replace(max_wait=0.0) for ask in asks]
                 self.reachability.probe(functools.partial(self.rates.admit, probes))
                 return await self._unshaped(key, buckets, ticket)
             try:
@@ -178,10 +179,10 @@ class Shaper:
                 self.reachability.failed()
                 self._warn(f"rate buckets of {key} unavailable (store unreachable): calls go unshaped")
                 return await self._unshaped(key, buckets, ticket)
-            if not all(grant.admitted for grant in grants):
+            if not all(map(_admitted, grants)):
                 await self._refund(key, buckets, grants)
                 raise self._rejected(key, buckets, grants)
-            wait = max(grant.wait for grant in grants)
+            wait = max(map(_wait, grants))
             if wait <= 0:
                 break
             due = loop.time() + wait

@@ -29,6 +29,7 @@ The Lua script in `redis_rates.py` is this, line for line, in milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass
@@ -42,9 +43,9 @@ class BucketState:
     penalty: float = 0.0  # end of the latest penalty
 
 
-@dataclass(frozen=True)
-class Grant:
-    """A bucket's answer: admitted (go after `wait` s) or refused (would wait `wait` s)."""
+class Grant(NamedTuple):
+    """A bucket's answer: admitted (go after `wait` s) or refused (would wait `wait` s).
+    (A NamedTuple, as the other values every call makes: see models.OutgoingRequest.)"""
 
     admitted: bool
     wait: float

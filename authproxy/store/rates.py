@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from authproxy.store.gcra import BucketState, Grant, Lesson, admit, learn, refund
 
@@ -23,15 +23,13 @@ IDLE_TTL = 60.0
 LEARNED_TTL = 86400.0
 
 
-@dataclass(frozen=True)
-class RateKey:
+class RateKey(NamedTuple):  # NamedTuples: made for every call (see models.OutgoingRequest)
     app: str
     shop: str | None  # None: the app's bucket, shared by all its shops
     name: str  # the operation (or [[limits]] rule) it counts
 
 
-@dataclass(frozen=True)
-class Ask:
+class Ask(NamedTuple):
     """One bucket's part of an admission: its key, default limit, and how long the call may wait.
     `generation` set: confirm a turn taken earlier (re-queue only if the queue was dropped)."""
 
