@@ -137,7 +137,7 @@ async def _handle(request: web.BaseRequest, runtime: Runtime, exchange: Exchange
         path=route.path,
         query=drop_params(route.query, platform.owned_query),
         headers=(
-            *request_headers(request.headers.items(), platform.credential_headers),
+            *request_headers(request.headers, platform.credential_headers),
             ("X-Request-Id", exchange.request_id),  # so the upstream's logs can be matched up
         ),
         body=body if isinstance(body, bytes) else None,

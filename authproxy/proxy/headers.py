@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from multidict import MultiMapping
 
 #: RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones
@@ -29,7 +27,6 @@ REQUEST_MANAGED = frozenset({"host", "content-length", "expect", "x-request-id",
 #: the upstream's own request id (Shoptet, Amazon...) stays readable beside authproxy's
 UPSTREAM_REQUEST_ID = "X-Upstream-Request-Id"
 
-Headers = Iterable[tuple[str, str]]
 #: reply headers not passed on as they are: hop-by-hop ones, and the upstream's request id
 _REPLY_DROPPED = HOP_BY_HOP | {"x-request-id"}
 _dropped_by: dict[frozenset[str], frozenset[str]] = {}
@@ -54,20 +51,19 @@ def _tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",") if token.strip()}
 
 
-def request_headers(headers: Headers, credential_headers: frozenset[str]) -> tuple[tuple[str, str], ...]:
-    """Client headers to forward upstream: no hop-by-hop, no inbound credentials."""
+def request_headers(headers: MultiMapping[str], credential_headers: frozenset[str]) -> list[tuple[str, str]]:
+    """Client headers to forward upstream: no hop-by-hop, no inbound credentials. `headers` is
+    case-insensitive (aiohttp's CIMultiDictProxy), as in response_headers."""
     dropped = _request_dropped(credential_headers)
-    kept: list[tuple[str, str]] = []
-    named: set[str] = set()  # what Connection names is hop-by-hop too
-    for key, value in headers:
-        lower = key.lower()
-        if lower not in dropped:
-            kept.append((key, value))
-        elif lower == "connection":
-            named |= _tokens(value)
-    if named:
-        return tuple((k, v) for k, v in kept if k.lower() not in named)
-    return tuple(kept)
+    kept = [item for item in headers.items() if item[0].lower() not in dropped]
+    if "Connection" in headers and (named := _named_by_connection(headers)):
+        kept = [item for item in kept if item[0].lower() not in named]
+    return kept
+
+
+def _named_by_connection(headers: MultiMapping[str]) -> set[str]:
+    """What the Connection headers name: hop-by-hop too (RFC 9110 §7.6.1)."""
+    return set().union(*map(_tokens, headers.getall("Connection")))
 
 
 def response_headers(headers: MultiMapping[str]) -> list[tuple[str, str]]:
@@ -75,7 +71,7 @@ def response_headers(headers: MultiMapping[str]) -> list[tuple[str, str]]:
     X-Request-Id as X-Upstream-Request-Id (the proxy's own goes beside it). `headers` is
     case-insensitive (aiohttp's CIMultiDictProxy): what is to be dropped is looked up at once."""
     kept = [item for item in headers.items() if item[0].lower() not in _REPLY_DROPPED]
-    if "Connection" in headers and (named := set().union(*map(_tokens, headers.getall("Connection")))):
+    if "Connection" in headers and (named := _named_by_connection(headers)):
         kept = [item for item in kept if item[0].lower() not in named]
     if "X-Request-Id" in headers:
         kept += [(UPSTREAM_REQUEST_ID, value) for value in headers.getall("X-Request-Id")]

@@ -22,8 +22,8 @@ def test_request_headers_drop_hop_by_hop_credentials_and_connection_named():
         ("Accept", "application/json"),
         ("X-Thing", "kept"),
     ]
-    out = request_headers(incoming, frozenset({"shoptet-access-token"}))
-    assert out == (("Accept", "application/json"), ("X-Thing", "kept"))
+    out = request_headers(CIMultiDict(incoming), frozenset({"shoptet-access-token"}))
+    assert out == [("Accept", "application/json"), ("X-Thing", "kept")]
 
 
 def test_response_headers_drop_hop_by_hop():
@@ -48,7 +48,7 @@ def test_response_headers_drop_hop_by_hop():
 
 def test_headers_without_connection_tokens_are_kept_in_order():
     incoming = [("Accept", "a"), ("connection", "keep-alive"), ("X-B", "b"), ("x-request-id", "c1")]
-    assert request_headers(incoming, frozenset()) == (("Accept", "a"), ("X-B", "b"))
+    assert request_headers(CIMultiDict(incoming), frozenset()) == [("Accept", "a"), ("X-B", "b")]
     assert response_headers(CIMultiDict([("Content-Type", "x"), ("Keep-Alive", "5"), ("X-B", "b")])) == [
         ("Content-Type", "x"),
         ("X-B", "b"),
