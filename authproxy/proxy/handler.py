@@ -234,18 +234,16 @@ async def _inspect(app: AppRuntime, response: aiohttp.ClientResponse) -> Upstrea
     upstream = Upstream(response)
     if not app.platform.should_inspect(response.status, response.headers):
         return upstream
+    content = response.content
     head = bytearray()
     try:
-        while len(head) <= INSPECT_LIMIT:
-            chunk = await response.content.readany()
-            if not chunk:
-                break
-            head += chunk
+        while len(head) <= INSPECT_LIMIT and not content.at_eof():  # as in _whole
+            head += await content.readany()
     except (TimeoutError, aiohttp.ClientError):
         response.close()
         raise UpstreamTimeout("the upstream stopped sending its reply") from None
     upstream.head = bytes(head)
-    if response.content.at_eof() and len(head) <= INSPECT_LIMIT:
+    if content.at_eof() and len(head) <= INSPECT_LIMIT:
         upstream.reply = HttpReply.received(response.status, response.headers, upstream.head)
     return upstream
 
