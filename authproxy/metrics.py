@@ -152,9 +152,9 @@ class Metrics:
         # the children the request path updates, looked up once (labels() costs more than inc())
         self._by_status: dict[tuple[str, int], Counter] = {}
         self._by_app: dict[str, Histogram] = {}
-        #: what request() and upstream() tallied since the last flush, per labelled child
+        #: what request(), upstream() and rate_wait() tallied since the last flush, per child
         self._counts: dict[Counter, int] = {}
-        self._latencies: dict[Histogram, list[float]] = {}
+        self._observations: dict[Histogram, list[float]] = {}
         self._flush: asyncio.TimerHandle | None = None
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop its timer is on
         self._by_operation: dict[tuple[str, str], Histogram] = {}
@@ -217,10 +217,15 @@ class Metrics:
         child = self._by_app.get(app)
         if child is None:
             child = self._by_app[app] = self.upstream_seconds.labels(app)
-        tally = self._latencies.get(child)
+        self._observe_soon(child, LATENCY_BUCKETS, seconds)
+
+    def _observe_soon(self, child: Histogram, bounds: tuple[float, ...], seconds: float) -> None:
+        """Tally an observation of a histogram child with these bucket bounds (flushed as
+        request counts are: observe() takes a lock per bucket and the sum, per call)."""
+        tally = self._observations.get(child)
         if tally is None:
-            tally = self._latencies[child] = [0.0] * (len(LATENCY_BUCKETS) + 2)  # buckets, +Inf, sum
-        tally[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket with le >= it
+            tally = self._observations[child] = [0.0] * (len(bounds) + 2)  # buckets, +Inf, sum
+        tally[bisect.bisect_left(bounds, seconds)] += 1  # the first bucket with le >= it
         tally[-1] += seconds
         if self._flush_loop is None or self._flush_loop.is_closed():  # no timer that will fire
             self._flush_soon()
@@ -233,8 +238,8 @@ class Metrics:
         counts, self._counts = self._counts, {}
         for counter, count in counts.items():
             counter.inc(count)
-        latencies, self._latencies = self._latencies, {}
-        for histogram, tally in latencies.items():
+        observations, self._observations = self._observations, {}
+        for histogram, tally in observations.items():
             _add_observations(histogram, tally)
 
     def _flush_soon(self) -> None:
@@ -260,7 +265,7 @@ class Metrics:
         child = self._by_operation.get((app, operation))
         if child is None:  # operations are a platform's bounded labels
             child = self._by_operation[app, operation] = self.rate_waits.labels(app, operation)
-        child.observe(seconds)
+        self._observe_soon(child, WAIT_BUCKETS, seconds)
 
     def upstream_throttled(self, app: str) -> None:
         self.throttled.labels(app).inc()
@@ -312,7 +317,7 @@ class Metrics:
 
 
 def _add_observations(histogram: Histogram, tally: list[float]) -> None:
-    """Add a tally (a count per bucket of LATENCY_BUCKETS, then +Inf, then the sum) to a
+    """Add a tally (a count per bucket of the histogram's bounds, then +Inf, then the sum) to a
     histogram child, as that many `observe` calls would. prometheus-client has no public call
     for it: this uses the child's own values (`_buckets`: one per bucket, not cumulative;
     `_sum`), as `observe` does in 0.20-0.26; test_metrics fails if they change."""

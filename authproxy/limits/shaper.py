@@ -54,7 +54,6 @@ LATE_WAKE = 0.05
 PENALTY_POLL = 0.1
 #: most buckets remembered as free of penalties (a bound on this process's memory)
 CLEAR_MAX = 10_000
-ClearKey = tuple[str, str | None, str]
 #: most operations whose buckets are remembered
 BUCKETS_MAX = 4096
 _admitted, _wait = operator.attrgetter("admitted"), operator.attrgetter("wait")  # of a Grant
@@ -105,10 +104,10 @@ class Shaper:
         self.metrics = metrics
         self._warned_at = -WARN_EVERY
         #: buckets without a rate of their own, known free of penalties until (loop time)
-        self._clear: dict[ClearKey, float] = {}
+        self._clear: dict[RateKey, float] = {}
         self._bucket_memo: dict[tuple[object, ...], tuple[Bucket, ...]] = {}
         #: buckets a call is asking the store about now: whether it found them free of penalties
-        self._asking: dict[ClearKey, asyncio.Future[bool]] = {}
+        self._asking: dict[RateKey, asyncio.Future[bool]] = {}
         self.reachability = Reachability("rate buckets")
 
     async def close(self) -> None:
@@ -140,7 +139,7 @@ class Shaper:
         Found free of one moments ago: no store round trip (a penalty set meanwhile is seen
         within PENALTY_POLL). While one call asks the store, the calls that come meanwhile
         take its answer instead of asking too (else every call in flight would ask at once)."""
-        rate_key = _clear_key(key, buckets[0])
+        rate_key = _rate_key(key, buckets[0])
         if self._clear.get(rate_key, 0.0) > started:
             return Admission(key, buckets, None)
         asking = self._asking.get(rate_key)
@@ -194,7 +193,7 @@ class Shaper:
         ticket.waited += waited
         self.metrics.rate_wait(key.app, buckets[0].label, waited)
         if not waited and len(buckets) == 1 and buckets[0].rate <= 0:
-            self._remember_clear(_clear_key(key, buckets[0]), loop.time())
+            self._remember_clear(_rate_key(key, buckets[0]), loop.time())
         return Admission(key, buckets, tuple(grants))
 
     async def _unshaped(self, key: TokenKey, buckets: tuple[Bucket, ...], ticket: Ticket) -> Admission:
@@ -214,7 +213,7 @@ class Shaper:
             self._bucket_memo[memo] = found
         return found
 
-    def _remember_clear(self, key: ClearKey, now: float) -> None:
+    def _remember_clear(self, key: RateKey, now: float) -> None:
         if len(self._clear) >= CLEAR_MAX:
             self._clear = {k: until for k, until in self._clear.items() if until > now}
             if len(self._clear) >= CLEAR_MAX:
@@ -232,7 +231,7 @@ class Shaper:
         taught = lesson(throttle, bucket, grant, platform.throttle_penalty)
         wait = _local_wait(taught.penalty_at, taught.penalty_in)
         if taught:
-            self._clear.pop(_clear_key(key, bucket), None)
+            self._clear.pop(_rate_key(key, bucket), None)
         if taught and not self.reachability.down:
             try:
                 wait = await self.rates.learn(_rate_key(key, bucket), bucket.rate, bucket.burst, taught)
@@ -297,12 +296,6 @@ class Shaper:
         if now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
             log.warning(message)
-
-
-def _clear_key(key: TokenKey, bucket: Bucket) -> ClearKey:
-    """A bucket without a rate of its own, as _clear and _asking know it: a plain tuple
-    (quicker to make and hash than a RateKey, on every call of such apps)."""
-    return (key.app, key.shop if bucket.scope is Scope.SHOP else None, bucket.name)
 
 
 def _rate_key(key: TokenKey, bucket: Bucket) -> RateKey:

@@ -36,6 +36,8 @@ from authproxy.store.redis import _reachable
 from authproxy.store.spares import Spares
 
 log = logging.getLogger("authproxy.limits")
+#: bucket key names remembered (one per bucket of each shop called; then forgotten at once)
+NAMES_MAX = 10_000
 
 PRELUDE = """
 local now
@@ -195,10 +197,17 @@ class RedisRates:
         self._refund = client.register_script(REFUND)
         self.spares = Spares() if spare_turns else None
         self._batches = _Batches(self._run, self.spares)
+        self._names: dict[RateKey, str] = {}
 
     def name(self, key: RateKey) -> str:
-        tag = app_tag(key.app) if key.shop is None else shop_tag(TokenKey(key.app, key.shop))
-        return f"{self.prefix}:rate:{tag}:{key.name}"
+        """The bucket's Redis key (remembered: every shaped call asks it, twice)."""
+        found = self._names.get(key)
+        if found is None:
+            if len(self._names) >= NAMES_MAX:  # one per bucket of every shop called: bounded
+                self._names.clear()
+            tag = app_tag(key.app) if key.shop is None else shop_tag(TokenKey(key.app, key.shop))
+            found = self._names[key] = f"{self.prefix}:rate:{tag}:{key.name}"
+        return found
 
     async def admit(self, asks: Sequence[Ask]) -> list[Grant]:
         if len(asks) == 1:

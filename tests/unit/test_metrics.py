@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from authproxy.events import Event, EventType, open_events
-from authproxy.metrics import FLUSH_EVERY, LATENCY_BUCKETS, Metrics
+from authproxy.metrics import FLUSH_EVERY, LATENCY_BUCKETS, WAIT_BUCKETS, Metrics
 from authproxy.models import FakeClock, TokenKey
 from authproxy.settings import EventSettings
 from authproxy.store.memory import MemoryStore
@@ -54,15 +54,20 @@ def test_each_instance_counts_on_its_own():
 
 
 def test_tallied_latencies_read_as_observed_ones():
-    """request() and upstream() tally; the exposed histogram is what observe() would make
+    """request(), upstream() and rate_wait() tally; the exposed histograms are what observe() would make
     of the same values (bounds included: a bucket counts values <= its le)."""
-    values = [0.0, 0.004, 0.005, 0.0051, 0.01, 0.3, 1, 59.9, 60, 61, 1e9, *LATENCY_BUCKETS]
+    values = [0.0, 0.004, 0.005, 0.0051, 0.01, 0.3, 1, 59.9, 60, 61, 1e9, *LATENCY_BUCKETS, *WAIT_BUCKETS]
     metrics = Metrics(FakeClock())
     reg = CollectorRegistry()
     observed = Histogram("authproxy_upstream_seconds", "", ["app"], buckets=LATENCY_BUCKETS, registry=reg)
+    waits = Histogram(
+        "authproxy_ratelimit_wait_seconds", "", ["app", "operation"], buckets=WAIT_BUCKETS, registry=reg
+    )
     for value in values:
         metrics.upstream("gfg", value)
         observed.labels("gfg").observe(value)
+        metrics.rate_wait("gfg", "orders", value)
+        waits.labels("gfg", "orders").observe(value)
     expected = {}
     for family in text_string_to_metric_families(generate_latest(reg).decode()):
         for sample in family.samples:
