@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -22,6 +23,9 @@ from authproxy.store import TokenStore
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OWN_PREFIX = "/_authproxy/"  # authproxy's own endpoints
+#: request targets the route table may route elsewhere than to the proxy (see _front_door): not
+#: starting with "/", or with OWN_PREFIX, or a path (before any "?") holding "%" or TOKEN_PATH
+FOR_THE_TABLE = re.compile(rf"[^/]|{re.escape(OWN_PREFIX)}|[^?]*(?:%|{re.escape(TOKEN_PATH)})")
 
 
 def create_app(
@@ -69,14 +73,7 @@ def _front_door(app: web.Application) -> Callable[[Handler], Handler]:
         runtime = app[RUNTIME]  # made as the app started, before the server
 
         def front_door(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
-            path = request.raw_path.partition("?")[0]
-            if (
-                path.startswith(OWN_PREFIX)
-                or not path.startswith("/")
-                or "%" in path
-                or TOKEN_PATH in path
-                or "Expect" in request.headers
-            ):
+            if FOR_THE_TABLE.match(request.raw_path) or "Expect" in request.headers:
                 return table(request)
             return proxy(request, runtime)
 

@@ -7,6 +7,9 @@ import asyncio
 import hashlib
 import json
 
+import pytest
+
+from authproxy.app import FOR_THE_TABLE
 from authproxy.sandbox.sellercenter import SellerCenterSandbox
 from authproxy.store.memory import MemoryStore
 from tests.conftest import settings_for, url_of
@@ -78,3 +81,21 @@ async def test_a_proxied_request_and_an_unknown_own_path_are_answered_by_the_pro
     assert unknown.status == 404
     assert (await unknown.json())["code"] == "unknown_app"
     assert sandbox.stats.api_calls == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "for_the_table"),
+    [
+        ("/gfg/s1/v2/x", False),
+        ("/gfg/s1/v2/x?q=a%20b&next=/auth/o2/token", False),  # the query is not routed on
+        ("/_authproxy", False),  # the proxy answers it (unknown app), as the table's catch-all did
+        ("/_authproxy/healthz", True),
+        ("/%5Fauthproxy/healthz", True),
+        ("/gfg/s1/v2%2Fx", True),
+        ("/amz/s1/auth/o2/token", True),
+        ("http://x/_authproxy/healthz", True),
+        ("*", True),
+    ],
+)
+def test_which_targets_the_front_door_leaves_to_the_route_table(target, for_the_table):
+    assert bool(FOR_THE_TABLE.match(target)) is for_the_table
