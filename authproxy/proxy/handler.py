@@ -223,17 +223,17 @@ async def _send(
     elapsed = loop.time() - started
     exchange.upstream_ms = elapsed * 1000
     runtime.metrics.upstream(app.name, elapsed)
-    upstream = await _inspect(app, response)
+    upstream = Upstream(response)
+    if app.platform.should_inspect(response.status, response.headers):
+        await _inspect(upstream)
     reply = upstream.reply or HttpReply(response.status, response.headers, b"")
     upstream.outcome = await runtime.shaper.learn(admission, app.platform, reply)
     return upstream
 
 
-async def _inspect(app: AppRuntime, response: aiohttp.ClientResponse) -> Upstream:
+async def _inspect(upstream: Upstream) -> None:
     """Read up to INSPECT_LIMIT bytes of a reply the platform wants to classify."""
-    upstream = Upstream(response)
-    if not app.platform.should_inspect(response.status, response.headers):
-        return upstream
+    response = upstream.response
     content = response.content
     head = bytearray()
     try:
@@ -245,7 +245,6 @@ async def _inspect(app: AppRuntime, response: aiohttp.ClientResponse) -> Upstrea
     upstream.head = bytes(head)
     if content.at_eof() and len(head) <= INSPECT_LIMIT:
         upstream.reply = HttpReply.received(response.status, response.headers, upstream.head)
-    return upstream
 
 
 async def _answer(request: web.BaseRequest, upstream: Upstream, exchange: Exchange) -> web.StreamResponse:
