@@ -118,8 +118,9 @@ class JsonFormatter(logging.Formatter):
     def exchange(self, fields: Mapping[str, Any], created: float) -> str:
         """What `format` makes of an access record with these fields, created then."""
         msg = f"{fields['method']} {fields['path']} -> {fields['status']}"
-        head = {"ts": self._timestamp(created), "level": "info", "logger": ACCESS_LOGGER, "msg": msg}
-        return _dumps({**head, **fields})  # a field replaces a head member, as in format
+        stamp = self._timestamp(created)
+        # a field replaces a head member, as in format
+        return _dumps({"ts": stamp, "level": "info", "logger": ACCESS_LOGGER, "msg": msg, **fields})
 
     def _timestamp(self, created: float) -> str:
         """UTC to the millisecond, formatted once per millisecond (a busy proxy logs several)."""
