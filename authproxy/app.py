@@ -58,7 +58,7 @@ def create_app(
         app.router.add_get(CALLBACK_PATH, oauth_callback)
     app.router.add_post(LWA_ROUTE, lwa_token)  # Amazon apps' LWA calls: a placeholder, never forwarded
     app.router.add_route("*", "/{tail:.*}", proxy_routed)
-    app[FRONT_DOOR] = _front_door(app)
+    app[FRONT_DOOR] = _front_door(app)  # proxied requests skip the table: no middleware, no signal
     return app
 
 
@@ -67,13 +67,19 @@ def _front_door(app: web.Application) -> Callable[[Handler], Handler]:
     table (an index lookup per path segment, a regex, a match dict) would only lead to its
     catch-all. What the table might route elsewhere, or treat otherwise, goes through it:
     /_authproxy/..., Amazon's LWA token path, any percent-encoded path (the table matches
-    decoded paths), a target not starting with "/", an Expect header (100-continue)."""
+    decoded paths), a target not starting with "/", an Expect header (100-continue), CONNECT.
+    On the direct way there is no match info: request.app, middlewares and on_response_prepare
+    signals are not there for proxied requests (authproxy registers none)."""
 
     def wrap(table: Handler) -> Handler:
         runtime = app[RUNTIME]  # made as the app started, before the server
 
         def front_door(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
-            if FOR_THE_TABLE.match(request.raw_path) or "Expect" in request.headers:
+            if (
+                FOR_THE_TABLE.match(request.raw_path)
+                or "Expect" in request.headers
+                or request.method == "CONNECT"  # its target is an authority: the table refuses it
+            ):
                 return table(request)
             return proxy(request, runtime)
 

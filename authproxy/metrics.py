@@ -8,9 +8,10 @@ MultiProcessCollector, so each scrape sees the whole server, whichever
 worker answers it. Without that variable (one process, or tests running
 several apps in one process) every Metrics has its own registry.
 
-The two metrics every request updates (its count, its upstream latency) are
-tallied in plain dicts and added to prometheus-client's values at most once a
-second (`FLUSH_EVERY`) and before every scrape: an update through
+The metrics every request updates (its count, its upstream latency, and for a
+shaped call its rate-limit wait) are tallied in plain dicts and added to
+prometheus-client's values at most once a second (`FLUSH_EVERY`) and before
+every scrape: an update through
 prometheus-client costs 1-3 us (a lock, checks, in `--workers` mode a write to
 its mmap file), about 1-2 % of a proxied request. In `--workers` mode a scrape
 may thus miss the last second of the workers that do not answer it.
@@ -231,7 +232,7 @@ class Metrics:
             self._flush_soon()
 
     def flush(self) -> None:
-        """Add the tallies of `request` and `upstream` to the exposed values, now."""
+        """Add the tallies of `request`, `upstream` and `rate_wait` to the exposed values, now."""
         if self._flush is not None:
             self._flush.cancel()
         self._flush = self._flush_loop = None

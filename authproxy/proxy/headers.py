@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from multidict import MultiMapping
+from multidict import CIMultiDict, CIMultiDictProxy
 
 #: RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones
 HOP_BY_HOP = frozenset(
@@ -27,8 +27,9 @@ REQUEST_MANAGED = frozenset({"host", "content-length", "expect", "x-request-id",
 #: the upstream's own request id (Shoptet, Amazon...) stays readable beside authproxy's
 UPSTREAM_REQUEST_ID = "X-Upstream-Request-Id"
 
-#: reply headers not passed on as they are: hop-by-hop ones, and the upstream's request id
-_REPLY_DROPPED = HOP_BY_HOP | {"x-request-id"}
+#: headers as aiohttp keeps them: what to drop is looked up case-insensitively, in C
+CaseInsensitive = CIMultiDict[str] | CIMultiDictProxy[str]
+
 _dropped_by: dict[frozenset[str], frozenset[str]] = {}
 
 
@@ -51,9 +52,8 @@ def _tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",") if token.strip()}
 
 
-def request_headers(headers: MultiMapping[str], credential_headers: frozenset[str]) -> list[tuple[str, str]]:
-    """Client headers to forward upstream: no hop-by-hop, no inbound credentials. `headers` is
-    case-insensitive (aiohttp's CIMultiDictProxy), as in response_headers."""
+def request_headers(headers: CaseInsensitive, credential_headers: frozenset[str]) -> list[tuple[str, str]]:
+    """Client headers to forward upstream: no hop-by-hop, no inbound credentials."""
     dropped = _request_dropped(credential_headers)
     kept = [item for item in headers.items() if item[0].lower() not in dropped]
     if "Connection" in headers and (named := _named_by_connection(headers)):
@@ -61,18 +61,22 @@ def request_headers(headers: MultiMapping[str], credential_headers: frozenset[st
     return kept
 
 
-def _named_by_connection(headers: MultiMapping[str]) -> set[str]:
-    """What the Connection headers name: hop-by-hop too (RFC 9110 §7.6.1)."""
-    return set().union(*map(_tokens, headers.getall("Connection")))
-
-
-def response_headers(headers: MultiMapping[str]) -> list[tuple[str, str]]:
+def response_headers(headers: CaseInsensitive) -> list[tuple[str, str]]:
     """Upstream headers to pass back to the client: no hop-by-hop; the upstream's
-    X-Request-Id as X-Upstream-Request-Id (the proxy's own goes beside it). `headers` is
-    case-insensitive (aiohttp's CIMultiDictProxy): what is to be dropped is looked up at once."""
-    kept = [item for item in headers.items() if item[0].lower() not in _REPLY_DROPPED]
+    X-Request-Id as X-Upstream-Request-Id where it stands (the proxy's own goes beside it)."""
+    if "X-Request-Id" in headers:
+        kept = [
+            (UPSTREAM_REQUEST_ID, value) if key.lower() == "x-request-id" else (key, value)
+            for key, value in headers.items()
+            if key.lower() not in HOP_BY_HOP
+        ]
+    else:  # the usual reply: filtered, nothing renamed
+        kept = [item for item in headers.items() if item[0].lower() not in HOP_BY_HOP]
     if "Connection" in headers and (named := _named_by_connection(headers)):
         kept = [item for item in kept if item[0].lower() not in named]
-    if "X-Request-Id" in headers:
-        kept += [(UPSTREAM_REQUEST_ID, value) for value in headers.getall("X-Request-Id")]
     return kept
+
+
+def _named_by_connection(headers: CaseInsensitive) -> set[str]:
+    """What the Connection headers name: hop-by-hop too (RFC 9110 §7.6.1)."""
+    return set().union(*map(_tokens, headers.getall("Connection")))

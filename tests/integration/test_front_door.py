@@ -71,6 +71,16 @@ async def test_own_endpoints_are_found_also_percent_encoded_or_in_absolute_form(
     assert sandbox.stats.api_calls == 0
 
 
+async def test_connect_is_refused_by_the_route_table_as_before(serve, proxy_client, clock):
+    """CONNECT's target is an authority: aiohttp's table has no path to route and answers 404;
+    it must never reach a platform with a shop's credentials."""
+    client, sandbox = await _proxy(serve, proxy_client, clock)
+    _, reply = await _exchange(client.server.port, b"CONNECT /gfg/s1/v2/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 404")
+    assert b"X-Request-Id" not in reply  # the table's answer, not a platform's passed on
+    assert sandbox.stats.api_calls == 0
+
+
 async def test_a_proxied_request_and_an_unknown_own_path_are_answered_by_the_proxy(
     serve, proxy_client, clock
 ):

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
+from authproxy.models import OutgoingRequest
+from authproxy.platforms.base import with_header
 from authproxy.proxy.headers import request_headers, response_headers
 
 
@@ -69,7 +71,40 @@ def test_response_headers_named_by_any_connection_header_and_every_request_id_ar
         ]
     )
     assert response_headers(upstream) == [
-        ("Content-Type", "x"),
         ("X-Upstream-Request-Id", "a"),
+        ("Content-Type", "x"),
         ("X-Upstream-Request-Id", "b"),
     ]
+
+
+def test_the_upstreams_request_id_is_renamed_where_it_stands():
+    upstream = CIMultiDict([("A", "1"), ("x-request-id", "p-7"), ("X-Upstream-Request-Id", "u"), ("B", "2")])
+    assert response_headers(upstream) == [
+        ("A", "1"),
+        ("X-Upstream-Request-Id", "p-7"),
+        ("X-Upstream-Request-Id", "u"),
+        ("B", "2"),
+    ]
+    named = CIMultiDict([("Connection", "x-upstream-request-id"), ("X-Request-Id", "p-7"), ("B", "2")])
+    assert response_headers(named) == [("B", "2")]  # what Connection names goes, renamed or not
+
+
+def test_request_headers_named_by_any_connection_header_are_dropped():
+    incoming = CIMultiDict(
+        [
+            ("connection", "keep-alive"),
+            ("X-One", "1"),
+            ("CONNECTION", "x-one, X-Two"),
+            ("x-two", "2"),
+            ("C", "3"),
+        ]
+    )
+    assert request_headers(incoming, frozenset()) == [("C", "3")]
+
+
+def test_with_header_replaces_any_earlier_value_and_keeps_the_rest_of_the_request():
+    request = OutgoingRequest("POST", "/p", "a=1", (("authorization", "old"), ("X-A", "1")), b"{}", False)
+    signed = with_header(request, "Authorization", "Bearer t")
+    assert signed == OutgoingRequest(
+        "POST", "/p", "a=1", (("X-A", "1"), ("Authorization", "Bearer t")), b"{}"
+    )

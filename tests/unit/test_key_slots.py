@@ -11,6 +11,7 @@ from redis.crc import key_slot
 
 from authproxy.models import TokenKey
 from authproxy.settings import StoreSettings
+from authproxy.store import redis_rates
 from authproxy.store.due import RedisDueIndex
 from authproxy.store.marks import RedisWarningMarks
 from authproxy.store.names import legacy_key, parse_shop_key, shop_key
@@ -75,3 +76,13 @@ def test_names_round_trip_and_legacy_names_are_recognised() -> None:
     for key in SHOPS[:2]:
         assert parse_shop_key("ap", "token", shop_key("ap", "token", key)) == (key, False)
         assert parse_shop_key("ap", "token", legacy_key("ap", "token", key)) == (key, True)
+
+
+def test_bucket_names_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redis_rates, "NAMES_MAX", 2)
+    rates = stores()[2]
+    keys = [RateKey("sp", "1001", "orders"), RateKey("sp", None, "*"), RateKey("sp", "1002", "orders")]
+    expected = ["ap:rate:{sp:1001}:orders", "ap:rate:{sp}:*", "ap:rate:{sp:1002}:orders"]
+    for _ in range(2):  # made, then remembered (or made again once forgotten)
+        assert [rates.name(key) for key in keys] == expected
+        assert len(rates._names) <= 2

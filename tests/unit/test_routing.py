@@ -100,7 +100,10 @@ def test_added_params_holding_the_separators_are_encoded():
 
 @given(
     st.lists(
-        st.tuples(st.text("ab=&%é ", max_size=6) | st.text(max_size=12), st.text("ab=&%é ", max_size=6)),
+        st.tuples(
+            st.text("ab=&%é ", max_size=6) | st.text(max_size=12),
+            st.text("ab=&%é ", max_size=6) | st.text(max_size=12),
+        ),
         max_size=4,
     )
 )
