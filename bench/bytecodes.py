@@ -27,7 +27,6 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import instructions
-import sidebyside
 
 TRACER = Path(__file__).resolve().parent / "opcode_trace.py"
 Row = tuple[str, int, str, int, int]  # file, first line, function, bytecodes, entries
@@ -45,8 +43,6 @@ Line = tuple[str, int, str, int]  # file, line, function, bytecodes
 def under_tracer(spec: dict, out: Path) -> None:
     """Run the spec's python under opcode_trace.py (the same pid: bash and taskset exec)."""
     argv = spec["argv"]
-    if "--cache-ttl" in argv:  # as in instructions.py: the baseline reads its token once
-        argv[argv.index("--cache-ttl") + 1] = str(instructions.BASELINE_TOKEN_TTL)
     wrap = f"{shlex.quote(str(TRACER))} {shlex.quote(str(out))}"
     if argv[-2:-1] == ["-c"]:  # authproxy: bash -c "...; exec python -m authproxy serve ..."
         head, sep, serve = argv[-1].partition("&& exec ")
@@ -117,15 +113,7 @@ def main() -> int:
     parser.add_argument("--harness")
     parser.add_argument("--base-port", type=int, default=32080)
     args = parser.parse_args()
-    folder = sidebyside.find_harness(args.harness)
-    home = Path(tempfile.mkdtemp(prefix="authproxy-bytecodes-"))
-    (home / ".venv").symlink_to(folder / ".venv")
-    os.environ.update(BENCH_HOME=str(home), BASE_PORT=str(args.base_port), CANDIDATES="aio1-cache")
-    h = sidebyside.load_harness(folder)
-    workdir = Path(tempfile.mkdtemp(prefix="configs-", dir=home))
-    variants = [sidebyside.Variant(v) for v in args.variant or ["authproxy"]]
-    specs = [s for s in h.candidate_specs() if s["name"] == "aio1-cache"]
-    specs += sidebyside.proxy_specs(h, variants, [args.shape], workdir)
+    h, home, specs = instructions.beside_baseline(args, "authproxy-bytecodes-")
     outs = {spec["name"]: home / f"bytecodes.{spec['name']}.json" for spec in specs}
     for spec in specs:
         under_tracer(spec, outs[spec["name"]])

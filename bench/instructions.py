@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -57,8 +58,6 @@ def under_valgrind(spec: dict, out: Path) -> None:
     """Run the spec's python under callgrind (the same pid: valgrind execs into its tool)."""
     wrap = " ".join(callgrind(out))
     argv = spec["argv"]
-    if "--cache-ttl" in argv:  # the baseline reads its token from Redis once per TTL
-        argv[argv.index("--cache-ttl") + 1] = str(BASELINE_TOKEN_TTL)
     if argv[-2:-1] == ["-c"]:  # authproxy: bash -c "...; exec python -m authproxy serve ..."
         if "&& exec " not in argv[-1]:  # the pid counted must stay the one the harness started
             raise RuntimeError(f"no exec in the command of {spec['name']}: {argv[-1]}")
@@ -129,6 +128,23 @@ def per_request(spec: dict, out: Path, test: str, post_body: bytes, requests: in
     return counted(spec["pgid"], out, functools.partial(send, port, request, requests, int(conns))) / requests
 
 
+def beside_baseline(args: argparse.Namespace, prefix: str) -> tuple[ModuleType, Path, list[dict]]:
+    """The harness of ../shared/bench in a new home (`prefix`...), and the specs of `aio1-cache`
+    (its token cached for BASELINE_TOKEN_TTL) and of each --variant in --shape."""
+    folder = sidebyside.find_harness(args.harness)
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    (home / ".venv").symlink_to(folder / ".venv")
+    os.environ.update(BENCH_HOME=str(home), BASE_PORT=str(args.base_port), CANDIDATES="aio1-cache")
+    h = sidebyside.load_harness(folder)
+    workdir = Path(tempfile.mkdtemp(prefix="configs-", dir=home))
+    variants = [sidebyside.Variant(v) for v in args.variant or ["authproxy"]]
+    specs = [s for s in h.candidate_specs() if s["name"] == "aio1-cache"]
+    for spec in specs:  # the baseline reads its token from Redis once per TTL
+        argv = spec["argv"]
+        argv[argv.index("--cache-ttl") + 1] = str(BASELINE_TOKEN_TTL)
+    return h, home, specs + sidebyside.proxy_specs(h, variants, [args.shape], workdir)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,15 +157,7 @@ def main() -> int:
     parser.add_argument("--harness")
     parser.add_argument("--base-port", type=int, default=31080)
     args = parser.parse_args()
-    folder = sidebyside.find_harness(args.harness)
-    home = Path(tempfile.mkdtemp(prefix="authproxy-instructions-"))
-    (home / ".venv").symlink_to(folder / ".venv")
-    os.environ.update(BENCH_HOME=str(home), BASE_PORT=str(args.base_port), CANDIDATES="aio1-cache")
-    h = sidebyside.load_harness(folder)
-    workdir = Path(tempfile.mkdtemp(prefix="configs-", dir=home))
-    variants = [sidebyside.Variant(v) for v in args.variant or ["authproxy"]]
-    specs = [s for s in h.candidate_specs() if s["name"] == "aio1-cache"]
-    specs += sidebyside.proxy_specs(h, variants, [args.shape], workdir)
+    h, home, specs = beside_baseline(args, "authproxy-instructions-")
     outs = {}
     for spec in specs:
         outs[spec["name"]] = home / f"callgrind.{spec['name']}"
