@@ -235,18 +235,23 @@ class AccessLog:
         if handler is None or self.logger.handlers or self.logger.filters or not self.logger.propagate:
             self.logger.info(ACCESS_MESSAGE, fields, extra={"fields": fields})
             return
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # no loop running: written at once
-            loop = None
-        if handler is not self._handler or (self._timer is not None and self._timer_loop is not loop):
-            self.flush()  # the lines of another handler, or of a loop whose timer may never fire
-            self._handler = handler
+        # while a running loop holds the timer, it writes the line: no loop lookup per line
+        if handler is not self._handler or self._timer_loop is None or not self._timer_loop.is_running():
+            self._start(handler)
         self._pending.append(handler.formatter.exchange(fields, time.time()))  # type: ignore[union-attr]
-        if loop is None or len(self._pending) >= FLUSH_LINES:
+        if self._timer is None or len(self._pending) >= FLUSH_LINES:  # no loop: written at once
             self.flush()
-        elif self._timer is None:
-            self._timer, self._timer_loop = loop.call_later(FLUSH_EVERY, self.flush), loop
+
+    def _start(self, handler: logging.StreamHandler[TextIO]) -> None:
+        """Write what waits (another handler's lines, or a stopped loop's, whose timer may
+        never fire), then time the next flush on the running loop, if there is one."""
+        self.flush()
+        self._handler = handler
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer, self._timer_loop = loop.call_later(FLUSH_EVERY, self.flush), loop
 
     def flush(self) -> None:
         """Write the lines that wait, now (the server calls it as it stops)."""

@@ -62,7 +62,7 @@ _admitted, _wait = operator.attrgetter("admitted"), operator.attrgetter("wait") 
 @dataclass
 class Ticket:
     """One client request's allowance: its calls may wait `allowed` seconds, until
-    `deadline` (event-loop time); a throttled call's one retry gets a fresh allowance."""
+    `deadline` (time.monotonic()); a throttled call's one retry gets a fresh allowance."""
 
     allowed: float
     deadline: float
@@ -103,7 +103,7 @@ class Shaper:
         self.rules = {name: rules_of(app.limits) for name, app in settings.apps.items()}
         self.metrics = metrics
         self._warned_at = -WARN_EVERY
-        #: buckets without a rate of their own, known free of penalties until (loop time)
+        #: buckets without a rate of their own, known free of penalties until (monotonic time)
         self._clear: dict[RateKey, float] = {}
         self._bucket_memo: dict[tuple[object, ...], tuple[Bucket, ...]] = {}
         #: buckets a call is asking the store about now: whether it found them free of penalties
@@ -119,7 +119,7 @@ class Shaper:
             allowed = max_wait(headers.get(MAX_WAIT_HEADER), self.max_wait)
         except ValueError:
             raise BadHeader(f"{MAX_WAIT_HEADER} must be a number of seconds (>= 0)") from None
-        return Ticket(allowed, asyncio.get_running_loop().time() + allowed)
+        return Ticket(allowed, time.monotonic() + allowed)
 
     async def admit(
         self, key: TokenKey, platform: Platform, request: OutgoingRequest, ticket: Ticket
@@ -127,7 +127,7 @@ class Shaper:
         if not self.enabled:
             return Admission(key, (), None)
         buckets = self._buckets(key.app, platform.operation(request.method, request.path), request)
-        started = asyncio.get_running_loop().time()
+        started = time.monotonic()
         if len(buckets) != 1 or buckets[0].rate > 0:
             return await self._turn(key, buckets, ticket, started)
         return await self._penalty_checked(key, buckets, ticket, started)
@@ -158,11 +158,10 @@ class Shaper:
         self, key: TokenKey, buckets: tuple[Bucket, ...], ticket: Ticket, started: float
     ) -> Admission:
         """Wait for the call's turn in its buckets (the store decides), or raise RateLimited."""
-        loop = asyncio.get_running_loop()
         generations: Sequence[int | None] = [None] * len(buckets)
         waited = 0.0
         while True:
-            left = max(0.0, ticket.deadline - loop.time())
+            left = max(0.0, ticket.deadline - time.monotonic())
             asks = [
                 Ask(_rate_key(key, bucket), bucket.rate, bucket.burst, left, generation)
                 for bucket, generation in zip(buckets, generations, strict=True)
@@ -184,21 +183,22 @@ class Shaper:
             wait = max(map(_wait, grants))
             if wait <= 0:
                 break
-            due = loop.time() + wait
+            due = time.monotonic() + wait
             await asyncio.sleep(wait)
-            waited = loop.time() - started
+            woke = time.monotonic()
+            waited = woke - started
             generations = [grant.generation for grant in grants]
-            if loop.time() - due > _slack(grants):
+            if woke - due > _slack(grants):
                 generations = [None] * len(buckets)  # woke too late: sent now it would bunch up, queue again
         ticket.waited += waited
         self.metrics.rate_wait(key.app, buckets[0].label, waited)
         if not waited and len(buckets) == 1 and buckets[0].rate <= 0:
-            self._remember_clear(_rate_key(key, buckets[0]), loop.time())
+            self._remember_clear(_rate_key(key, buckets[0]), time.monotonic())
         return Admission(key, buckets, tuple(grants))
 
     async def _unshaped(self, key: TokenKey, buckets: tuple[Bucket, ...], ticket: Ticket) -> Admission:
         """Sent without a turn (the store is unreachable); a throttled call's rest still holds."""
-        await asyncio.sleep(max(0.0, ticket.not_before - asyncio.get_running_loop().time()))
+        await asyncio.sleep(max(0.0, ticket.not_before - time.monotonic()))
         return Admission(key, buckets, None)
 
     def _buckets(self, app: str, operation: Operation, request: OutgoingRequest) -> tuple[Bucket, ...]:
@@ -264,7 +264,7 @@ class Shaper:
             retried=ticket.retried,
         )
         if again:
-            now = asyncio.get_running_loop().time()
+            now = time.monotonic()
             ticket.retried = True
             ticket.deadline = now + ticket.allowed
             ticket.not_before = now + outcome.wait

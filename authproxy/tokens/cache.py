@@ -8,9 +8,9 @@ for as long as the same token is cached (design §4 rule 8).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +25,7 @@ JITTER = (1.0, 1.5)
 @dataclass(frozen=True)
 class Cached:
     record: TokenRecord
-    loaded_at: float  # event-loop time
+    loaded_at: float  # time.monotonic()
     jitter: float
     #: wall-clock time before which the policy says USE whatever else holds (valid, and not
     #: yet at its refresh point): no policy call per request until then
@@ -44,7 +44,7 @@ class TokenCache:
         cached = self._entries.get(key)
         if cached is None or cached.record.status is not TokenStatus.OK:
             return None
-        if asyncio.get_running_loop().time() - cached.loaded_at >= self.max_age:
+        if time.monotonic() - cached.loaded_at >= self.max_age:
             return None
         if now < cached.use_before:
             return cached.record.token
@@ -69,7 +69,7 @@ class TokenCache:
         token = record.token
         expiry = token.expires_at if token.expires_at is not None else math.inf
         use_before = min(refresh_point(token, self.timing, jitter), expiry)
-        self._entries[key] = Cached(record, asyncio.get_running_loop().time(), jitter, use_before)
+        self._entries[key] = Cached(record, time.monotonic(), jitter, use_before)
         if record.token.expires_at is not None:
             self.on_expiry(key, record.token.expires_at)
 

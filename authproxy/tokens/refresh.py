@@ -28,6 +28,7 @@ import enum
 import logging
 import math
 import random
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -120,7 +121,7 @@ class Refresher:
 
     async def read(self, shop: str) -> TokenRecord | None:
         """The stored record, remembered in this process's cache."""
-        started = asyncio.get_running_loop().time()
+        started = time.monotonic()  # the cache's clock
         record = await self.store.get(self.key(shop))
         self.cache.remember(self.key(shop), record, read_started=started)
         return record
