@@ -193,8 +193,9 @@ class OutgoingRequest(NamedTuple):
         )
 
     def with_query(self, query: str) -> OutgoingRequest:
-        """The request with this query string (a signed platform's every call makes one)."""
-        return self._replace(query=query)
+        """The request with this query string (a signed platform's every call makes one;
+        built positionally: _replace costs twice as much)."""
+        return OutgoingRequest(self.method, self.path, query, self.headers, self.body, self.streamed)
 
     def header(self, name: str) -> str | None:
         lname = name.lower()

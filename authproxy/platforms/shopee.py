@@ -19,6 +19,7 @@ says when, so its horizon is known only when an operator stored it
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 from collections.abc import Mapping
@@ -81,6 +82,7 @@ def is_public(path: str) -> bool:
     return path.startswith(("/api/v2/auth/", "/api/v2/public/")) or path == AUTHORIZE_PATH
 
 
+@functools.lru_cache(maxsize=4096)  # every signed call asks; shops are few, bounded anyway
 def identity(shop: str) -> tuple[str, int]:
     """("shop_id" | "merchant_id" | "main_account_id", id) for a shop segment."""
     match = SHOPEE_ACCOUNT.match(shop)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 from multidict import CIMultiDict, CIMultiDictProxy
 
 #: RFC 9110 §7.6.1 hop-by-hop headers, plus the de-facto ones
@@ -44,6 +46,7 @@ def _request_dropped(credential_headers: frozenset[str]) -> frozenset[str]:
 
 #: Connection values that name no other header (the usual ones): nothing to parse
 PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
+NOTHING_NAMED: frozenset[str] = frozenset()
 
 
 def _tokens(value: str) -> set[str]:
@@ -56,7 +59,7 @@ def request_headers(headers: CaseInsensitive, credential_headers: frozenset[str]
     """Client headers to forward upstream: no hop-by-hop, no inbound credentials."""
     dropped = _request_dropped(credential_headers)
     kept = [item for item in headers.items() if item[0].lower() not in dropped]
-    if "Connection" in headers and (named := _named_by_connection(headers)):
+    if named := _named_by_connection(headers):
         kept = [item for item in kept if item[0].lower() not in named]
     return kept
 
@@ -72,11 +75,14 @@ def response_headers(headers: CaseInsensitive) -> list[tuple[str, str]]:
         ]
     else:  # the usual reply: filtered, nothing renamed
         kept = [item for item in headers.items() if item[0].lower() not in HOP_BY_HOP]
-    if "Connection" in headers and (named := _named_by_connection(headers)):
+    if named := _named_by_connection(headers):
         kept = [item for item in kept if item[0].lower() not in named]
     return kept
 
 
-def _named_by_connection(headers: CaseInsensitive) -> set[str]:
+def _named_by_connection(headers: CaseInsensitive) -> AbstractSet[str]:
     """What the Connection headers name: hop-by-hop too (RFC 9110 §7.6.1)."""
-    return set().union(*map(_tokens, headers.getall("Connection")))
+    values = headers.getall("Connection", ())
+    if not values or (len(values) == 1 and values[0] in PLAIN_CONNECTION):  # most messages
+        return NOTHING_NAMED
+    return set().union(*map(_tokens, values))

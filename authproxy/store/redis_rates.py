@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -212,10 +212,11 @@ class RedisRates:
     async def admit(self, asks: Sequence[Ask]) -> list[Grant]:
         if len(asks) == 1:
             return [await self._ask(asks[0])]
-        return list(await asyncio.gather(*(self._ask(ask) for ask in asks)))
+        return list(await asyncio.gather(*map(self._ask, asks)))
 
-    async def _ask(self, ask: Ask) -> Grant:
-        return await self._batches.ask((self.name(ask.key), ask.rate, ask.burst), ask)
+    def _ask(self, ask: Ask) -> Coroutine[Any, Any, Grant]:
+        """The turn of one ask, in its bucket's batch (the batch's coroutine, not one more)."""
+        return self._batches.ask((self.name(ask.key), ask.rate, ask.burst), ask)
 
     async def close(self) -> None:
         await self._batches.close()
