@@ -158,14 +158,10 @@ class Shaper:
         self, key: TokenKey, buckets: tuple[Bucket, ...], ticket: Ticket, started: float
     ) -> Admission:
         """Wait for the call's turn in its buckets (the store decides), or raise RateLimited."""
-        generations: Sequence[int | None] = [None] * len(buckets)
+        generations: list[int] | None = None  # the turns to confirm (None: new ones)
         waited = 0.0
         while True:
-            left = max(0.0, ticket.deadline - time.monotonic())
-            asks = [
-                Ask(_rate_key(key, bucket), bucket.rate, bucket.burst, left, generation)
-                for bucket, generation in zip(buckets, generations, strict=True)
-            ]
+            asks = _asks(key, buckets, max(0.0, ticket.deadline - time.monotonic()), generations)
             if self.reachability.down:
                 # a probe takes a turn only if one is free now (the call goes now, unshaped)
                 probes = [ask._replace(max_wait=0.0) for ask in asks]
@@ -187,9 +183,8 @@ class Shaper:
             await asyncio.sleep(wait)
             woke = time.monotonic()
             waited = woke - started
-            generations = [grant.generation for grant in grants]
-            if woke - due > _slack(grants):
-                generations = [None] * len(buckets)  # woke too late: sent now it would bunch up, queue again
+            # woke too late: sent now it would bunch up, so it queues again
+            generations = [grant.generation for grant in grants] if woke - due <= _slack(grants) else None
         ticket.waited += waited
         self.metrics.rate_wait(key.app, buckets[0].label, waited)
         if not waited and len(buckets) == 1 and buckets[0].rate <= 0:
@@ -300,6 +295,16 @@ class Shaper:
 
 def _rate_key(key: TokenKey, bucket: Bucket) -> RateKey:
     return RateKey(key.app, key.shop if bucket.scope is Scope.SHOP else None, bucket.name)
+
+
+def _asks(key: TokenKey, buckets: Sequence[Bucket], left: float, generations: list[int] | None) -> list[Ask]:
+    """What to ask of each bucket: a new turn, or confirm the one of this generation."""
+    if generations is None:
+        return [Ask(_rate_key(key, bucket), bucket.rate, bucket.burst, left) for bucket in buckets]
+    return [
+        Ask(_rate_key(key, bucket), bucket.rate, bucket.burst, left, generation)
+        for bucket, generation in zip(buckets, generations, strict=True)
+    ]
 
 
 def _slack(grants: Sequence[Grant]) -> float:
