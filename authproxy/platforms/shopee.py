@@ -20,7 +20,6 @@ says when, so its horizon is known only when an operator stored it
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +38,7 @@ from authproxy.models import (
 )
 from authproxy.platforms.base import Platform, fits_inspection, media_type
 from authproxy.platforms.oauth_common import json_object
+from authproxy.platforms.signing import HmacSha256
 from authproxy.platforms.throttling import gate_throttle
 from authproxy.query import OAUTH_SECRETS, add_params
 from authproxy.settings import SHOPEE_ACCOUNT, ShopeeApp
@@ -69,7 +69,11 @@ RATE_LIMITED_ERROR = "error_rate_limit"
 
 def sign(partner_key: str, base: str) -> str:
     """HMAC-SHA256 keyed with the partner key as its UTF-8 string (not hex-decoded)."""
-    return hmac.digest(partner_key.encode(), base.encode(), "sha256").hex()  # one C call: no HMAC object
+    return signer(partner_key).hexdigest(base.encode())
+
+
+def signer(partner_key: str) -> HmacSha256:
+    return HmacSha256(partner_key.encode())
 
 
 def base_string(partner_id: int, path: str, timestamp: int, access_token: str = "", account: str = "") -> str:
@@ -118,6 +122,7 @@ class Shopee(Platform):
         super().__init__(settings.base_url or HOSTS[settings.region], settings.refresh_idle_lifetime)
         self.settings = settings
         self.partner_id = settings.partner_id
+        self._signer = signer(settings.partner_key.get_secret_value())  # keyed once: every call signs
         self.auth_url = (settings.auth_url or self.base_url).rstrip("/")
         # the signature covers the path exactly as sent, with any base-URL prefix
         self.api_prefix = urlsplit(self.base_url).path.rstrip("/")
@@ -131,7 +136,7 @@ class Shopee(Platform):
 
     def _sign(self, path: str, timestamp: int, access_token: str = "", account: str = "") -> str:
         base = base_string(self.partner_id, path, timestamp, access_token, account)
-        return sign(self.settings.partner_key.get_secret_value(), base)
+        return self._signer.hexdigest(base.encode())
 
     def _public_url(self, path: str, now: float, extra: tuple[tuple[str, str], ...] = ()) -> str:
         """auth_url + path, with the public sign over the path as sent."""

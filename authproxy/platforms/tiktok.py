@@ -26,7 +26,6 @@ token does not die before it, so no keep-alive is needed.
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -45,6 +44,7 @@ from authproxy.models import (
 )
 from authproxy.platforms.base import Platform, fits_inspection, media_type, with_header
 from authproxy.platforms.oauth_common import json_object
+from authproxy.platforms.signing import HmacSha256
 from authproxy.platforms.throttling import gate_throttle
 from authproxy.query import OAUTH_SECRETS, add_params, decoded_params, drop_params
 from authproxy.settings import TikTokApp
@@ -122,8 +122,7 @@ def string_to_sign(secret: str, path: str, params: Iterable[tuple[str, str]], bo
 
 def sign(secret: str, path: str, params: Iterable[tuple[str, str]], body: bytes | None) -> str:
     """Lowercase hex HMAC-SHA256 of `string_to_sign`, keyed with the app secret."""
-    message = string_to_sign(secret, path, params, body)
-    return hmac.digest(secret.encode(), message, "sha256").hex()  # one C call: no HMAC object
+    return HmacSha256(secret.encode()).hexdigest(string_to_sign(secret, path, params, body))
 
 
 def takes_shop_cipher(method: str, path: str) -> bool:
@@ -159,6 +158,7 @@ class TikTok(Platform):
         super().__init__(settings.base_url or API_URL, settings.refresh_idle_lifetime)
         self.settings = settings
         self.auth_url = (settings.auth_url or AUTH_URL).rstrip("/")
+        self._signer = HmacSha256(self._secret().encode())  # keyed once: every call signs
 
     def is_configured(self, shop: str) -> bool:
         return shop in self.settings.shops
@@ -270,7 +270,8 @@ class TikTok(Platform):
             if takes_shop_cipher(request.method, path):
                 pairs.append(("shop_cipher", cipher))
         query = add_params(query, pairs)
-        signature = sign(self._secret(), path, decoded_params(query), signed_body(request))
+        message = string_to_sign(self._secret(), path, decoded_params(query), signed_body(request))
+        signature = self._signer.hexdigest(message)
         signed = with_header(request, TOKEN_HEADER, token.access_token)
         return signed.with_query(add_params(query, [("sign", signature)]))
 
