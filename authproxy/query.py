@@ -20,7 +20,12 @@ UNRESERVED_PAIRS = re.compile(r"[A-Za-z0-9_.~=&-]*")
 
 
 def _key(segment: str) -> str:
-    return unquote_plus(segment.partition("=")[0])
+    return _name(segment.partition("=")[0])
+
+
+def _name(raw_key: str) -> str:
+    """A parameter's name, decoded (most names need no decoding)."""
+    return unquote_plus(raw_key) if "%" in raw_key or "+" in raw_key else raw_key
 
 
 def drop_params(query: str, names: Iterable[str]) -> str:
@@ -77,7 +82,7 @@ def redact_query(query: str, secrets: frozenset[str] = OAUTH_SECRETS) -> str:
     out = []
     for segment in query.split("&"):
         key = segment.partition("=")[0]
-        out.append(f"{key}={REDACTED}" if unquote_plus(key).lower() in secrets else segment)
+        out.append(f"{key}={REDACTED}" if _name(key).lower() in secrets else segment)
     return "&".join(out)
 
 

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from authproxy.errors import ConfigError, RefreshError, RefreshRejected, UnknownShop
 from authproxy.models import (
+    NOT_THROTTLED,
     HttpReply,
     HttpRequest,
     Operation,
@@ -65,6 +66,7 @@ KINDS = {None: "shop_id", "merchant": "merchant_id", "main": "main_account_id"}
 #: Shopee publishes no limits (platforms.md §8.2): a conservative guess per shop and path
 PATH_QUOTA = Quota(rate=10.0, burst=10)
 RATE_LIMITED_ERROR = "error_rate_limit"
+RATE_LIMITED_MARK = RATE_LIMITED_ERROR.encode()
 
 
 def sign(partner_key: str, base: str) -> str:
@@ -261,8 +263,8 @@ class Shopee(Platform):
         if reply.status == 429 or not reply.body:
             return gate_throttle(reply)
         body = reply.body  # decoded once, as received (HttpReply.received)
-        if RATE_LIMITED_ERROR.encode() not in body and b"too many" not in body.lower():
-            return gate_throttle(reply, False)
+        if RATE_LIMITED_MARK not in body and b"too many" not in body.lower():  # most replies
+            return NOT_THROTTLED
         data = json_object(body)
         if data is None or not data.get("error"):
             return gate_throttle(reply, False)

@@ -350,12 +350,17 @@ def _log_exchange(exchange: Exchange) -> None:
         "method": exchange.method,
         "path": path + ("?" + redact_query(query, SECRET_QUERY) if query else ""),
         "status": exchange.status,
-        "upstream_ms": round(exchange.upstream_ms, 1) if exchange.upstream_ms is not None else None,
+        "upstream_ms": _tenths(exchange.upstream_ms) if exchange.upstream_ms is not None else None,
         "refreshed": exchange.refreshed,
         "replayed": exchange.replayed,
     }
     if exchange.ticket is not None and exchange.ticket.waited > 0:
-        fields["waited_ms"] = round(exchange.ticket.waited * 1000, 1)
+        fields["waited_ms"] = _tenths(exchange.ticket.waited * 1000)
     if exchange.error:
         fields["error"] = exchange.error
     access_log.write(fields)
+
+
+def _tenths(milliseconds: float) -> float:
+    """Rounded to a tenth (halves up): round(x, 1) formats and parses a decimal string."""
+    return int(milliseconds * 10 + 0.5) / 10
