@@ -104,7 +104,7 @@ def authorize_url_command(settings: Settings, args: argparse.Namespace) -> int:
     signed = args.redirect is None and callback is not None
     if args.shop is not None and not signed:
         return _usage("--shop goes into the OAuth callback's state: set server.public_url, no --redirect")
-    if args.shop is not None and not SHOP_NAME.match(args.shop):
+    if args.shop is not None and not SHOP_NAME.fullmatch(args.shop):
         return _usage(f"the shop name must match {SHOP_NAME.pattern}")
     if signed and args.state is not None:
         return _usage("the OAuth callback signs its own state: leave out --state, or give --redirect")
@@ -128,7 +128,7 @@ def authorize_url_command(settings: Settings, args: argparse.Namespace) -> int:
 
 async def authorize_command(settings: Settings, args: argparse.Namespace) -> int:
     """Exchange a code the seller's redirect carried; print what was stored (masked)."""
-    if not SHOP_NAME.match(args.shop):
+    if not SHOP_NAME.fullmatch(args.shop):
         return _usage(f"the shop name must match {SHOP_NAME.pattern}")
     code = read_secret(args.code)
     if not code:

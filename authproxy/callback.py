@@ -66,7 +66,7 @@ async def _authorize(request: web.Request, runtime: Runtime, name: str) -> list[
     named, code = app.platform.callback_params(request.query)
     if code is None:
         error = request.query.get("error", "")
-        reason = f" (error={error})" if ERROR_CODE.match(error) else ""
+        reason = f" (error={error})" if ERROR_CODE.fullmatch(error) else ""
         raise AuthorizationFailed(f"the redirect carries no authorization code{reason}")
     shop = claims.shop or named
     if not shop:
@@ -74,7 +74,7 @@ async def _authorize(request: web.Request, runtime: Runtime, name: str) -> list[
             "the redirect does not name the shop: "
             f"create the link with `authproxy authorize-url {name} --shop SHOP`"
         )
-    if not SHOP_NAME.match(shop):
+    if not SHOP_NAME.fullmatch(shop):
         raise AuthorizationFailed(f"the shop name must match {SHOP_NAME.pattern}")
     try:
         tokens = await app.tokens.authorize(shop, code, callback_url(runtime.server, name))

@@ -87,7 +87,7 @@ class Keyring:
         _, kid, body = _split(envelope, binding)
         cipher = self._ciphers.get(kid)
         if cipher is None:
-            if not KEY_ID.match(kid):
+            if not KEY_ID.fullmatch(kid):
                 raise SecretUndecryptable(
                     f"{binding} is not a {ENVELOPE_VERSION} envelope", reason="malformed"
                 )
@@ -112,7 +112,7 @@ def key_id_of(envelope: str) -> str | None:
     """The key id an envelope names (None: not an envelope)."""
     version, _, rest = envelope.partition(":")
     kid, found, _ = rest.partition(":")
-    return kid if version == ENVELOPE_VERSION and found and KEY_ID.match(kid) else None
+    return kid if version == ENVELOPE_VERSION and found and KEY_ID.fullmatch(kid) else None
 
 
 def _split(envelope: str, binding: Binding) -> tuple[str, str, str]:
@@ -171,7 +171,7 @@ def parse_keys(text: str, source: str) -> dict[str, bytes]:
     for position, item in enumerate((item for item in items if item), 1):
         kid, colon, material = item.partition(":")
         kid = kid.strip()
-        if not colon or not KEY_ID.match(kid):
+        if not colon or not KEY_ID.fullmatch(kid):
             raise ConfigError(f"{source}: key {position} is not 'id:base64' with an id of [A-Za-z0-9_.-]")
         if kid in keys:
             raise ConfigError(f"{source}: key id {kid!r} is given twice")
@@ -206,7 +206,7 @@ def build_keyring(keys: Mapping[str, bytes], active: str, source: str) -> Keyrin
 
 
 def new_key_line(kid: str) -> str:
-    if not KEY_ID.match(kid):
+    if not KEY_ID.fullmatch(kid):
         raise ConfigError(f"key id {kid!r}: use 1-32 of [A-Za-z0-9_.-]")
     return f"{kid}:{base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()}"
 

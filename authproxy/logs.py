@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
@@ -227,6 +228,7 @@ class AccessLog:
         self._handler: logging.StreamHandler[TextIO] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop the timer is on
+        self._timer_thread: int | None = None  # and the thread that runs it
 
     def write(self, fields: dict[str, Any]) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
@@ -235,12 +237,17 @@ class AccessLog:
         if handler is None or self.logger.handlers or self.logger.filters or not self.logger.propagate:
             self.logger.info(ACCESS_MESSAGE, fields, extra={"fields": fields})
             return
-        # while a running loop holds the timer, it writes the line: no loop lookup per line
-        if handler is not self._handler or self._timer_loop is None or not self._timer_loop.is_running():
+        if handler is not self._handler or not self._timer_runs_here():
             self._start(handler)
         self._pending.append(handler.formatter.exchange(fields, time.time()))  # type: ignore[union-attr]
         if self._timer is None or len(self._pending) >= FLUSH_LINES:  # no loop: written at once
             self.flush()
+
+    def _timer_runs_here(self) -> bool:
+        """Whether the flush timer is on the loop running in this thread (a thread runs one
+        loop at a time): asked per line without a loop lookup, a getpid() system call."""
+        loop = self._timer_loop
+        return loop is not None and self._timer_thread == threading.get_ident() and loop.is_running()
 
     def _start(self, handler: logging.StreamHandler[TextIO]) -> None:
         """Write what waits (another handler's lines, or a stopped loop's, whose timer may
@@ -252,6 +259,7 @@ class AccessLog:
         except RuntimeError:
             return
         self._timer, self._timer_loop = loop.call_later(FLUSH_EVERY, self.flush), loop
+        self._timer_thread = threading.get_ident()
 
     def flush(self) -> None:
         """Write the lines that wait, now (the server calls it as it stops)."""

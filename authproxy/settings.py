@@ -340,7 +340,7 @@ class ShopeeApp(AppBase):
     @model_validator(mode="after")
     def _check_shops(self) -> ShopeeApp:
         for name in self.shops:
-            match = SHOPEE_ACCOUNT.match(name)
+            match = SHOPEE_ACCOUNT.fullmatch(name)
             if match is None or match.group(1) == "main":
                 raise ValueError(f"shop {name!r}: a Shopee shop is a shop_id or merchant:<merchant_id>")
         return self

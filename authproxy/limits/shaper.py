@@ -158,7 +158,7 @@ class Shaper:
         self, key: TokenKey, buckets: tuple[Bucket, ...], ticket: Ticket, started: float
     ) -> Admission:
         """Wait for the call's turn in its buckets (the store decides), or raise RateLimited."""
-        generations: list[int] | None = None  # the turns to confirm (None: new ones)
+        generations: Sequence[int] | None = None  # the turns to confirm (None: new ones)
         waited = 0.0
         while True:
             asks = _asks(key, buckets, max(0.0, ticket.deadline - time.monotonic()), generations)
@@ -297,7 +297,9 @@ def _rate_key(key: TokenKey, bucket: Bucket) -> RateKey:
     return RateKey(key.app, key.shop if bucket.scope is Scope.SHOP else None, bucket.name)
 
 
-def _asks(key: TokenKey, buckets: Sequence[Bucket], left: float, generations: list[int] | None) -> list[Ask]:
+def _asks(
+    key: TokenKey, buckets: Sequence[Bucket], left: float, generations: Sequence[int] | None
+) -> list[Ask]:
     """What to ask of each bucket: a new turn, or confirm the one of this generation."""
     if generations is None:
         return [Ask(_rate_key(key, bucket), bucket.rate, bucket.burst, left) for bucket in buckets]

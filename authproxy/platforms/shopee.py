@@ -71,11 +71,7 @@ RATE_LIMITED_MARK = RATE_LIMITED_ERROR.encode()
 
 def sign(partner_key: str, base: str) -> str:
     """HMAC-SHA256 keyed with the partner key as its UTF-8 string (not hex-decoded)."""
-    return signer(partner_key).hexdigest(base.encode())
-
-
-def signer(partner_key: str) -> HmacSha256:
-    return HmacSha256(partner_key.encode())
+    return HmacSha256(partner_key.encode()).hexdigest(base.encode())
 
 
 def base_string(partner_id: int, path: str, timestamp: int, access_token: str = "", account: str = "") -> str:
@@ -91,7 +87,7 @@ def is_public(path: str) -> bool:
 @functools.lru_cache(maxsize=4096)  # every signed call asks; shops are few, bounded anyway
 def identity(shop: str) -> tuple[str, int]:
     """("shop_id" | "merchant_id" | "main_account_id", id) for a shop segment."""
-    match = SHOPEE_ACCOUNT.match(shop)
+    match = SHOPEE_ACCOUNT.fullmatch(shop)
     if match is None:
         raise UnknownShop(
             f"{shop!r} is not a Shopee shop: use the numeric shop_id, merchant:<merchant_id> "
@@ -124,7 +120,7 @@ class Shopee(Platform):
         super().__init__(settings.base_url or HOSTS[settings.region], settings.refresh_idle_lifetime)
         self.settings = settings
         self.partner_id = settings.partner_id
-        self._signer = signer(settings.partner_key.get_secret_value())  # keyed once: every call signs
+        self._signer = HmacSha256(settings.partner_key.get_secret_value().encode())  # every call signs
         self.auth_url = (settings.auth_url or self.base_url).rstrip("/")
         # the signature covers the path exactly as sent, with any base-URL prefix
         self.api_prefix = urlsplit(self.base_url).path.rstrip("/")

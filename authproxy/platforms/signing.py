@@ -15,7 +15,8 @@ _OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
 
 
 class HmacSha256:
-    """Signs messages with one key; holds hash states, never the key itself."""
+    """Signs messages with one key. It holds hash states, never the key itself, but they
+    sign as the key does: as secret as the key (its repr shows neither)."""
 
     __slots__ = ("_inner", "_outer")
 

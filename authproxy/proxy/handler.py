@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import re
 import secrets
 import time
@@ -54,7 +55,7 @@ _ID_COUNTER = itertools.count()
 def request_id_for(request: web.BaseRequest) -> str:
     """The client's X-Request-Id when it is a sane one, else a new id."""
     incoming = request.headers.get("X-Request-Id", "")
-    if incoming and REQUEST_ID.match(incoming):
+    if incoming and REQUEST_ID.fullmatch(incoming):
         return incoming
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
@@ -362,5 +363,5 @@ def _log_exchange(exchange: Exchange) -> None:
 
 
 def _tenths(milliseconds: float) -> float:
-    """Rounded to a tenth (halves up): round(x, 1) formats and parses a decimal string."""
-    return int(milliseconds * 10 + 0.5) / 10
+    """Rounded to a tenth, halves up (round(x, 1) formats and parses a decimal string)."""
+    return math.floor(milliseconds * 10 + 0.5) / 10 if math.isfinite(milliseconds) else milliseconds

@@ -34,7 +34,7 @@ def parse_route(raw_target: str) -> Route:
     if len(parts) < 3 or not parts[1] or not parts[2]:
         raise BadPath("the path must start with /<app>/<shop>/")
     app, shop = _decoded(parts[1]), _decoded(parts[2])
-    if not SHOP_NAME.match(shop):
+    if not SHOP_NAME.fullmatch(shop):
         raise BadPath(f"the shop segment must match {SHOP_NAME.pattern}")
     rest = "/" + parts[3] if len(parts) == 4 else "/"
     return Route(app, shop, rest, query)

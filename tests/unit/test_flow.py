@@ -100,6 +100,7 @@ def test_with_query_changes_the_query_only():
         method="POST", path="/v2/x", query="a=1", headers=(("A", "1"),), body=b"{}", streamed=True
     )
     assert request.with_query("b=2") == ("POST", "/v2/x", "b=2", (("A", "1"),), b"{}", True)
+    assert request.with_query("b=2") == request._replace(query="b=2")  # whatever fields come
     assert request.query == "a=1"
 
 

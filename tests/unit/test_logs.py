@@ -6,13 +6,16 @@ import asyncio
 import io
 import json
 import logging
+import math
 import sys
+import threading
 from typing import Any
 
 import pytest
 
 from authproxy.logs import FLUSH_LINES, AccessLog, JsonFormatter, TextFormatter, Throttled, setup_logging
 from authproxy.models import OutgoingRequest, Token, TokenKey
+from authproxy.proxy.handler import _tenths
 
 
 def record(msg: str = "hello", level: int = logging.INFO, name: str = "authproxy.x", **fields: Any):
@@ -288,6 +291,30 @@ def test_lines_of_a_closed_loop_are_not_left_waiting(restore_root):
     assert out.ids() == ["r0", "r1", "r2"]
 
 
+def test_a_thread_without_a_loop_writes_at_once_while_another_threads_loop_runs(restore_root):
+    """The flush timer belongs to the loop of the thread that started it: a line from
+    another thread does not wait for that timer (its loop may end before it fires)."""
+    out = CountingStream()
+    setup_logging("json", "info", stream=out)
+    access = AccessLog()
+    started, written = threading.Event(), threading.Event()
+
+    async def serving() -> None:
+        access.write(dict(exchange(request_id="r0").fields))  # starts the timer on this loop
+        started.set()
+        await asyncio.get_running_loop().run_in_executor(None, written.wait, 5)
+
+    server = threading.Thread(target=asyncio.run, args=(serving(),))
+    server.start()
+    try:
+        assert started.wait(5)
+        access.write(dict(exchange(request_id="r1").fields))  # this thread runs no loop
+        assert out.ids() == ["r0", "r1"]
+    finally:
+        written.set()
+        server.join(5)
+
+
 def test_json_lines_hide_what_reprs_hide():
     """A dataclass in a line's fields is its str(), as with the stdlib's encoder: a token's
     secrets (repr=False) never reach the line. And a float subclass stays a number."""
@@ -311,3 +338,14 @@ def test_json_lines_stay_one_valid_line(value):
     line = JsonFormatter().format(record("m", value=value))
     assert len(line.splitlines()) == 1
     assert json.loads(line)["value"] == value
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "shown"), [(12.34, 12.3), (0.25, 0.3), (0.04, 0.0), (1999.96, 2000.0), (0.0, 0.0)]
+)
+def test_access_line_times_are_tenths_of_a_millisecond_halves_up(milliseconds, shown):
+    assert _tenths(milliseconds) == shown
+
+
+def test_a_time_that_is_no_number_is_shown_as_it_is():
+    assert math.isnan(_tenths(float("nan"))) and _tenths(float("inf")) == float("inf")

@@ -41,6 +41,7 @@ def test_route_parts():
         "a/b/c",
         "/a/b%20c/x",
         "/a/.hidden/x",
+        "/a/b%0A/x",  # a regex's $ matches before a trailing newline: names are matched whole
     ],
 )
 def test_bad_targets(target):

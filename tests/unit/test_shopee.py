@@ -151,7 +151,9 @@ def test_base_url_and_auth_url_override_and_their_path_prefix_is_signed():
     assert parse_qs(urlsplit(request.url).query)["sign"] == [expected]
 
 
-@pytest.mark.parametrize("shop", ["abc", "0123", "12a", "merchant:", "merchant:x", "shop:1", "-1", ""])
+@pytest.mark.parametrize(
+    "shop", ["abc", "0123", "12a", "merchant:", "merchant:x", "shop:1", "-1", "", "123\n"]
+)
 def test_other_shop_segments_are_unknown_shops(shop):
     platform = shopee()
     with pytest.raises(UnknownShop, match="shop_id"):
