@@ -29,24 +29,21 @@ def parse_route(raw_target: str) -> Route:
     raw_path, _, query = raw_target.partition("?")
     if not raw_path.startswith("/"):
         raise BadPath("the path must start with /<app>/<shop>/")
-    _check_path(raw_path)
+    encoded = "%" in raw_path
+    if encoded or "/." in raw_path or "\\" in raw_path or "\x00" in raw_path:  # most paths: none
+        _check_path(raw_path)
     parts = raw_path.split("/", 3)
     if len(parts) < 3 or not parts[1] or not parts[2]:
         raise BadPath("the path must start with /<app>/<shop>/")
-    app, shop = _decoded(parts[1]), _decoded(parts[2])
+    app, shop = (unquote(parts[1]), unquote(parts[2])) if encoded else (parts[1], parts[2])
     if not SHOP_NAME.fullmatch(shop):
         raise BadPath(f"the shop segment must match {SHOP_NAME.pattern}")
     rest = "/" + parts[3] if len(parts) == 4 else "/"
     return Route(app, shop, rest, query)
 
 
-def _decoded(segment: str) -> str:
-    return unquote(segment) if "%" in segment else segment  # most names need no decoding
-
-
 def _check_path(raw_path: str) -> None:
-    if "%" not in raw_path and "/." not in raw_path and "\\" not in raw_path and "\x00" not in raw_path:
-        return  # nothing to decode, no "." or ".." segment: the common case, checked at once
+    """Refuse backslashes, NUL bytes and "." or ".." segments, also percent-encoded."""
     decoded = raw_path
     for _ in range(MAX_DECODE_ROUNDS):
         if "\\" in decoded or "\x00" in decoded:
